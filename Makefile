@@ -1,0 +1,52 @@
+# The only entry points people type. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= python3
+# Test images: built locally by default; name pullable images to use your own.
+DEBIAN12_IMAGE ?= bundle-debian:12
+DEBIAN13_IMAGE ?= bundle-debian:13
+# Every scenario, fastest first; `make test SCENARIO=rabbitmq` runs one.
+SCENARIOS ?= rabbitmq
+SCENARIO ?= $(SCENARIOS)
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DEBIAN12_IMAGE DEBIAN13_IMAGE
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: help setup engine images lint test demo demo-down clean
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements.yml
+	@$(PYTHON) -m venv $(VENV) || { echo "Cannot create a virtualenv with $(PYTHON): install python3-venv." >&2; exit 1; }
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/ansible-galaxy collection install -r requirements.yml
+	@touch $@
+
+setup: $(VENV)/.installed engine images ## Install the toolchain, a Docker engine and the base images
+
+engine:
+	@scripts/ensure-docker-engine.sh
+
+images: engine
+	@scripts/build-base-image.sh 12 $(DEBIAN12_IMAGE)
+	@scripts/build-base-image.sh 13 $(DEBIAN13_IMAGE)
+
+lint: $(VENV)/.installed ## yamllint and ansible-lint (production profile)
+	yamllint --strict .
+	ansible-lint
+
+test: setup lint ## Run every test: lint, then each Molecule scenario
+	@scripts/run-scenarios.sh $(SCENARIO)
+
+demo: setup ## Bring the system up in containers and print how to use it
+	@scripts/demo.sh up
+
+demo-down: ## Tear the demo down
+	@scripts/demo.sh down
+
+clean: ## Destroy every scenario's containers and loop devices
+	@for s in $(SCENARIOS); do molecule destroy -s $$s || true; done
