@@ -77,8 +77,10 @@ def try_publish_while_blocked(host, user, password, vhost, queue, timeout=5):
             properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent),
         )
         confirmed = True
-    except (pika.exceptions.ConnectionBlockedTimeout, pika.exceptions.AMQPConnectionError):
-        pass
+    except pika.exceptions.ConnectionBlockedTimeout:
+        # pika raises this only after the broker sent Connection.Blocked and
+        # kept the connection blocked for `timeout` seconds.
+        notified.append(time.monotonic())
     finally:
         if conn.is_open:
             conn.close()

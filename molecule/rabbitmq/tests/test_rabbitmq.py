@@ -90,10 +90,11 @@ def test_broker_reports_the_configured_alarm_limits(host):
     assert reported["vm_memory_high_watermark_setting"] == {"relative": 0.4}
 
 
-def test_open_file_limit_comes_from_the_drop_in(host):
+def test_open_file_limit_comes_from_the_drop_in(host, cfg):
+    expected = str(cfg["rabbitmq_nofile_limit"])
     pid = host.check_output("systemctl show --property MainPID --value rabbitmq-server")
     limits = host.file(f"/proc/{pid}/limits").content_string
-    assert any(line.startswith("Max open files") and "70000" in line for line in limits.splitlines())
+    assert any(line.startswith("Max open files") and line.split()[3:5] == [expected, expected] for line in limits.splitlines())
 
 
 def test_listeners_bind_only_where_configured(host):
@@ -138,13 +139,21 @@ def test_disk_alarm_blocks_publishers_and_clears_without_losing_messages(host, a
         host.check_output("rabbitmqctl set_disk_free_limit 50MB")
     assert wait_for(lambda: not has_disk_alarm(host)), "the disk alarm did not clear"
     amqp_probe.publish(*app, queue, ["published-after-alarm"])
-    assert amqp_probe.read_all(*app, queue) == ["queued-before-alarm", "published-after-alarm"]
+    # The blocked publish was never confirmed, so the publisher must treat it as
+    # not sent; the broker may still take it from the socket once unblocked.
+    bodies = amqp_probe.read_all(*app, queue)
+    assert bodies in (
+        ["queued-before-alarm", "published-after-alarm"],
+        ["queued-before-alarm", "published-during-alarm", "published-after-alarm"],
+    )
 
 
 def test_log_rotation_is_valid_and_the_broker_keeps_logging(host, app):
     rules = "/etc/logrotate.d/rabbitmq-server"
     check = host.run(f"logrotate --debug {rules}")
-    assert check.rc == 0 and "error" not in check.stderr.lower(), check.stderr
+    # The log names contain "error"; logrotate's own complaints start with it.
+    complaints = [line for line in check.stderr.splitlines() if line.lower().startswith("error")]
+    assert check.rc == 0 and not complaints, check.stderr
     log = host.check_output("ls /var/log/rabbitmq/rabbit@*.log | grep -v _upgrade")
     host.check_output(f"logrotate --force {rules}")
     assert host.file(f"{log}.1").exists
