@@ -14,7 +14,7 @@ case "${1:-}" in
     echo "The broker is up, one node per Debian release:"
     for node in $(docker ps --filter "label=molecule.scenario=$scenario" --format '{{.Names}}' | sort); do
       address=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$node")
-      echo "  $node  amqp://app:<password>@$address:5672//app"
+      echo "  $node  amqp://app:<password>@$address:5672/%2Fapp"
     done
     echo
     echo "Passwords are in molecule/$scenario/molecule.yml (test values). Try:"
