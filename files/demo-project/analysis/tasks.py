@@ -104,6 +104,8 @@ def sleep_for(self, token, seconds):
     if run.finished_at:
         log.info("task %s sleep %s already finished on %s", self.request.id, token, run.hostname)
         return run.hostname
+    # Who runs it now: the tests stop or kill exactly that worker.
+    SleepRun.objects.filter(pk=run.pk).update(hostname=host)
     log.info("task %s sleep %s for %ss on %s (%s)", self.request.id, token, seconds, host,
              "first run" if created else "redelivered")
     time.sleep(float(seconds))

@@ -1,0 +1,172 @@
+"""Behaviour of the workers and beat: real tasks over AMQP, recycled children, warm stops, redelivery, one beat."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+APP = "workbench"
+
+
+@pytest.fixture(scope="module")
+def groups(host):
+    return host.ansible.get_variables()["group_names"]
+
+
+@pytest.fixture(autouse=True)
+def right_tier(request, groups):
+    tier = "beat" if request.node.name.startswith("test_beat_") else "workers"
+    if tier not in groups:
+        pytest.skip(f"a {tier} host test")
+
+
+def django(host, code, timeout=120):
+    """Run Python in the deployed project (its settings, its Celery app) and return its last line as JSON."""
+    out = host.check_output(f"timeout {timeout} {APP}-manage shell --no-startup --command {json.dumps(code)}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def send(host, task, args=(), queue="celery", count=1, timeout=90):
+    """Publish `count` tasks through the app's Celery configuration and wait for every result."""
+    return django(host, (
+        "import json; from celery import group; from analysis import tasks; "
+        f"job = group(tasks.{task}.s(*{list(args)!r}).set(queue={queue!r}) for _ in range({count})).apply_async(); "
+        f"print(json.dumps(job.get(timeout={timeout})))"
+    ), timeout=timeout + 30)
+
+
+def sleep_run(host, token):
+    return django(host, (
+        "import json; from analysis.models import SleepRun; "
+        f"r = SleepRun.objects.filter(token={token!r}).values('hostname', 'finished_at').first(); "
+        "print(json.dumps(r and {'hostname': r['hostname'], 'finished': r['finished_at'] is not None}))"
+    ))
+
+
+def wait_for(predicate, timeout=60, interval=1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def on(host, name):
+    """The same test host seen under another inventory name."""
+    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def test_a_task_reaches_a_worker_of_the_right_pool(host):
+    [default] = send(host, "whoami")
+    assert default["queue"] == "celery" and default["debug"] is False
+    [slow] = send(host, "whoami", queue="slow")
+    assert slow["queue"] == "slow"
+    pools = host.check_output("systemctl list-units --no-legend --plain 'celery-worker@*' | awk '{print $1}'").split()
+    assert sorted(pools) == ["celery-worker@default.service", "celery-worker@slow.service"]
+
+
+def test_children_are_replaced_after_max_tasks_per_child(host):
+    results = send(host, "whoami", count=40)
+    pids_by_host = {}
+    for result in results:
+        pids_by_host.setdefault(result["hostname"], set()).add(result["pid"])
+    # 2 children per host, each replaced after 5 tasks: 40 tasks need at least 8 processes.
+    assert sum(len(pids) for pids in pids_by_host.values()) >= 8, pids_by_host
+
+
+def test_recycling_limits_are_on_the_running_command_line(host):
+    pid = host.check_output("systemctl show --property MainPID --value celery-worker@default")
+    args = host.file(f"/proc/{pid}/cmdline").content_string.replace("\0", " ")
+    assert "--max-tasks-per-child=5" in args and "--max-memory-per-child=65536" in args
+    assert f"default@{host.backend.host}" in args
+
+
+def test_debug_is_off_so_workers_keep_no_queries(host):
+    assert send(host, "query_db", args=(50,)) == [0]
+
+
+def test_stopping_a_worker_lets_its_running_task_finish(host):
+    token = f"warm-stop-{uuid.uuid4().hex[:8]}"
+    django(host, f"from analysis import tasks; tasks.sleep_for.apply_async(({token!r}, 8), queue='slow'); print(1)")
+    runner = wait_for(lambda: (sleep_run(host, token) or {}).get("hostname"))
+    assert runner, "the task never started"
+    worker = on(host, runner)
+    started = time.monotonic()
+    worker.check_output("systemctl stop celery-worker@slow")
+    try:
+        assert time.monotonic() - started > 3, "the stop did not wait for the running task"
+        assert sleep_run(host, token)["finished"], "the task was cut off by the stop"
+    finally:
+        worker.check_output("systemctl start celery-worker@slow")
+
+
+def test_a_task_of_a_killed_worker_is_redelivered_and_completes(host):
+    token = f"killed-{uuid.uuid4().hex[:8]}"
+    django(host, f"from analysis import tasks; tasks.sleep_for.apply_async(({token!r}, 6), queue='slow'); print(1)")
+    runner = wait_for(lambda: (sleep_run(host, token) or {}).get("hostname"))
+    assert runner, "the task never started"
+    worker = on(host, runner)
+    worker.check_output("systemctl kill --signal=SIGKILL celery-worker@slow")
+    assert not sleep_run(host, token)["finished"]
+    # systemd restarts the unit; the unacknowledged message goes to a live worker.
+    assert wait_for(lambda: sleep_run(host, token)["finished"], timeout=120), "the killed task was lost"
+    assert wait_for(lambda: worker.service("celery-worker@slow").is_running, timeout=60)
+
+
+def test_worker_logs_rotate_and_workers_keep_logging(host):
+    host.check_output("logrotate --force /etc/logrotate.d/celery-worker")
+    assert host.file("/var/log/celery/default.log.1").exists
+    marker = f"after-rotation-{uuid.uuid4().hex[:8]}"
+    # Only this host's pool may take the task, so its log must show it.
+    others = [on(host, name) for name in ("celery-worker12", "celery-worker13") if name != host.backend.host]
+    for other in others:
+        other.check_output("systemctl stop celery-worker@default")
+    try:
+        send(host, "sleep_for", args=(marker, 0), count=1)
+    finally:
+        for other in others:
+            other.check_output("systemctl start celery-worker@default")
+    assert wait_for(lambda: marker in host.check_output("cat /var/log/celery/default.log"), timeout=20)
+
+
+def heartbeats(host):
+    return django(host, "from analysis.models import Heartbeat; print(Heartbeat.objects.count())")
+
+
+def test_beat_triggers_the_periodic_task_within_its_interval(host):
+    before = heartbeats(host)
+    assert wait_for(lambda: heartbeats(host) > before, timeout=20), "no heartbeat within 4 intervals"
+
+
+def test_beat_runs_on_exactly_one_host(host):
+    active = [
+        name for name in ("celery-worker12", "celery-worker13")
+        if on(host, name).run("systemctl is-active celery-beat").stdout.strip() == "active"
+    ]
+    assert active == [host.backend.host], active
+
+
+def test_beat_logs_rotate_and_beat_keeps_logging(host):
+    host.check_output("logrotate --force /etc/logrotate.d/celery-beat")
+    assert host.file("/var/log/celery/beat.log.1").exists
+    size = host.file("/var/log/celery/beat.log").size
+    assert wait_for(lambda: host.file("/var/log/celery/beat.log").size > size, timeout=20)
+
+
+def test_beat_on_two_hosts_is_refused_before_any_change(host, tmp_path):
+    second_beat = tmp_path / "second-beat.yml"
+    second_beat.write_text("all:\n  children:\n    beat:\n      hosts:\n        celery-worker13:\n")
+    run = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(second_beat), "playbooks/beat.yml"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode != 0
+    assert "celery_beat_hosts" in run.stdout and "exactly one" in run.stdout
+    assert on(host, "celery-worker13").run("systemctl is-active celery-beat").stdout.strip() != "active"

@@ -1,0 +1,185 @@
+"""Behaviour of the web tier: nginx, Gunicorn, the Django release, DEBUG off, and the database behind them."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+APP = "workbench"
+BASE = f"/srv/{APP}"
+
+
+@pytest.fixture(scope="module")
+def groups(host):
+    return host.ansible.get_variables()["group_names"]
+
+
+@pytest.fixture(autouse=True)
+def right_tier(request, groups):
+    tier = "database" if request.node.name.startswith("test_database_") else "web"
+    if tier not in groups:
+        pytest.skip(f"a {tier} host test")
+
+
+def http(host, path, method="GET"):
+    """(status, headers, body) of a request from outside, through the host's nginx."""
+    address = host.interface("eth0").addresses[0]
+    request = urllib.request.Request(f"http://{address}{path}", method=method, headers={"Host": "localhost"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, headers, body = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, headers, body = error.code, error.headers, error.read()
+    return status, {k.lower(): v for k, v in headers.items()}, body.decode()
+
+
+def playbook(*args):
+    """Run a playbook of the bundle against this scenario's inventory, as ops would."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+        cwd=PROJECT, capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_health_view_answers_through_nginx_with_the_database_behind_it(host):
+    status, headers, body = http(host, "/health/")
+    assert status == 200, body
+    assert json.loads(body) == {"status": "ok"}
+    assert headers["server"] == "nginx"
+
+
+def test_static_files_come_from_nginx_not_gunicorn(host):
+    status, _headers, body = http(host, "/static/analysis/ping.txt")
+    assert (status, body) == (200, "pong\n")
+    assert "ping.txt" not in host.file("/var/log/gunicorn/access.log").content_string
+
+
+def test_debug_is_off_in_the_running_application(host):
+    status, _headers, body = http(host, "/debug-state/")
+    assert json.loads(body) == {"debug": False}
+    out = host.check_output(f"{APP}-manage shell --no-startup --command 'from django.conf import settings; print(settings.DEBUG)'")
+    assert out.strip().splitlines()[-1] == "False"
+
+
+def test_a_missing_page_gets_the_plain_404(host):
+    status, _headers, body = http(host, "/no-such-page/")
+    assert status == 404
+    for debug_page_marker in ("URLconf", "DEBUG = True", "Traceback", "settings"):
+        assert debug_page_marker not in body
+
+
+def test_gunicorn_runs_as_the_app_user_behind_a_systemd_socket(host):
+    assert host.service("gunicorn.socket").is_enabled
+    assert host.service("gunicorn.service").is_running
+    users = host.check_output("ps -o user= --ppid $(systemctl show -p MainPID --value gunicorn.service)").split()
+    assert users and set(users) == {APP}
+    sock = host.file("/run/gunicorn.sock")
+    assert sock.is_socket and sock.group == "www-data" and sock.mode == 0o660
+
+
+def test_the_environment_file_is_private_to_the_app(host):
+    env = host.file(f"/etc/{APP}/env")
+    assert (env.user, env.group, env.mode) == ("root", APP, 0o640)
+    assert "DJANGO_DEBUG='false'" in env.content_string
+
+
+def test_the_live_release_is_a_complete_versioned_directory(host):
+    live = host.file(f"{BASE}/current")
+    assert live.is_symlink and live.linked_to.startswith(f"{BASE}/releases/")
+    assert host.file(f"{live.linked_to}/.release-complete").exists
+    assert host.file(f"{live.linked_to}/venv/bin/gunicorn").exists
+    assert host.file(f"{live.linked_to}/static/analysis/ping.txt").exists
+    assert host.file(f"{live.linked_to}").user == "root", "the application must not own its code"
+
+
+def test_migrations_ran_once_for_both_web_hosts(host):
+    applied = host.check_output(f"{APP}-manage showmigrations analysis")
+    assert "[X] 0002_cache_table" in applied
+
+
+def test_a_restart_drops_no_request(host):
+    statuses = []
+    done = threading.Event()
+
+    def load():
+        while not done.is_set():
+            try:
+                statuses.append(http(host, "/health/")[0])
+            except OSError as error:
+                statuses.append(repr(error))
+
+    clients = [threading.Thread(target=load) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(1)
+        host.check_output("systemctl restart gunicorn.service")
+        time.sleep(1)
+    finally:
+        done.set()
+        for client in clients:
+            client.join()
+    assert len(statuses) > 20
+    assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+
+
+def test_logs_rotate_and_gunicorn_keeps_logging(host):
+    host.check_output("logrotate --force /etc/logrotate.d/gunicorn")
+    assert host.file("/var/log/gunicorn/access.log.1").exists
+    http(host, "/health/?after-rotation")
+    assert "after-rotation" in host.file("/var/log/gunicorn/access.log").content_string
+
+
+def test_gunicorn_is_hardened(host):
+    exposure = host.check_output("systemd-analyze security gunicorn.service --no-pager | tail -1")
+    score = float(exposure.split()[-3])
+    assert score <= 5.0, exposure
+
+
+def test_debug_on_in_production_is_refused_before_any_change(host):
+    before = host.check_output(f"md5sum /etc/{APP}/env")
+    run = playbook("playbooks/web.yml", "--limit", host.backend.host, "-e", "django_debug=true")
+    assert run.returncode != 0
+    assert "django_debug is true in the production environment" in run.stdout + run.stderr
+    assert "changed=0" in run.stdout
+    assert host.check_output(f"md5sum /etc/{APP}/env") == before
+
+
+def test_a_new_release_goes_live_and_rolls_back(host, tmp_path):
+    if host.backend.host != "django-web13":
+        pytest.skip("one host is enough")
+    first = host.file(f"{BASE}/current").linked_to
+    source = tmp_path / "project"
+    subprocess.run(["cp", "-r", str(PROJECT / "files/demo-project"), str(source)], check=True)
+    version = f"{time.time_ns()}\n"
+    (source / "analysis/static/analysis/version.txt").write_text(version)
+    limit = ["--limit", "django-web13", "-e", f"django_source_path={source}"]
+    run = playbook("playbooks/web.yml", *limit)
+    assert run.returncode == 0, run.stdout[-3000:]
+    second = host.file(f"{BASE}/current").linked_to
+    assert second != first
+    assert http(host, "/static/analysis/version.txt")[2] == version
+    run = playbook("playbooks/web.yml", *limit, "-e", "django_rollback=true")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert host.file(f"{BASE}/current").linked_to == first
+    assert http(host, "/static/analysis/version.txt")[2] != version
+    assert http(host, "/health/")[0] == 200
+
+
+def test_database_accepts_only_the_application_hosts(host):
+    assert host.service("postgresql").is_running
+    assert host.socket("tcp://0.0.0.0:5432").is_listening
+    own_address = host.interface("eth0").addresses[0]
+    refused = host.run(
+        f"PGPASSWORD=scenario-db-password PGCONNECT_TIMEOUT=5 psql -h {own_address} -U workbench -d workbench -c 'select 1'"
+    )
+    assert refused.rc != 0 and "no pg_hba.conf entry" in refused.stderr
+    tables = host.check_output("runuser -u postgres -- psql -d workbench -Atc \"select count(*) from django_migrations where app = 'analysis'\"")
+    assert tables == "2"
