@@ -8,7 +8,7 @@ PYTHON ?= python3
 DEBIAN12_IMAGE ?= bundle-debian:12
 DEBIAN13_IMAGE ?= bundle-debian:13
 # Every scenario, fastest first; `make test SCENARIO=rabbitmq` runs one.
-SCENARIOS ?= rabbitmq django celery
+SCENARIOS ?= rabbitmq django celery stack
 SCENARIO ?= $(SCENARIOS)
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

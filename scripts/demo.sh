@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# `make demo` / `make demo-down`: converge the demo scenario into local
-# containers (the same roles and playbooks production uses) and say how to use it.
+# `make demo` / `make demo-down`: converge the whole stack into local
+# containers (the same site.yml production uses) and say how to use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scenario=${DEMO_SCENARIO:-rabbitmq}
+scenario=stack
+port=${STACK_WEB_PORT:-8080}
+export STACK_WEB_PORT=$port
 
 case "${1:-}" in
   up)
     # converge is idempotent: a second `make demo` re-applies and changes nothing.
     molecule converge -s "$scenario"
-    echo
-    echo "The broker is up, one node per Debian release:"
-    for node in $(docker ps --filter "label=molecule.scenario=$scenario" --format '{{.Names}}' | sort); do
-      address=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$node")
-      echo "  $node  amqp://app:<password>@$address:5672/%2Fapp"
-    done
-    echo
-    echo "Passwords are in molecule/$scenario/molecule.yml (test values). Try:"
-    echo "  docker exec $node rabbitmqctl list_queues -p /app name messages consumers"
-    echo "  docker exec $node rabbitmq-diagnostics alarms"
-    echo "  docker exec $node journalctl -u rabbitmq-server -f"
-    echo "Tear it down with: make demo-down"
+    cat <<TEXT
+
+The stack is up: broker (its store on its own volume), database, web, two
+workers and beat, each in its own container.
+
+  Web app        http://localhost:$port/health/
+  Start a job    curl -X POST 'http://localhost:$port/jobs/?parts=500'
+  Follow it      curl http://localhost:$port/jobs/<id>/
+  Queues         docker exec stack-broker rabbitmqctl list_queues -p workbench name messages consumers
+  Alarms         docker exec stack-broker rabbitmq-diagnostics alarms
+  Worker logs    docker exec stack-worker1 tail -f /var/log/celery/default.log
+  Beat log       docker exec stack-beat tail -f /var/log/celery/beat.log
+  Deploy history docker exec stack-web cat /srv/workbench/deploys.log
+
+Test passwords are in molecule/$scenario/molecule.yml. Tear it down with: make demo-down
+TEXT
     ;;
   down)
     molecule destroy -s "$scenario"

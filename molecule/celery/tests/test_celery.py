@@ -168,5 +168,7 @@ def test_beat_on_two_hosts_is_refused_before_any_change(host, tmp_path):
         cwd=PROJECT, capture_output=True, text=True, timeout=600,
     )
     assert run.returncode != 0
-    assert "celery_beat_hosts" in run.stdout and "exactly one" in run.stdout
+    output = run.stdout + run.stderr
+    assert "celery_beat_hosts" in output and "exactly one" in output, output[-2000:]
+    assert "changed=" not in run.stdout or "changed=0" in run.stdout
     assert on(host, "celery-worker13").run("systemctl is-active celery-beat").stdout.strip() != "active"

@@ -138,6 +138,11 @@ def test_logs_rotate_and_gunicorn_keeps_logging(host):
 
 
 def test_gunicorn_is_hardened(host):
+    settings = host.check_output(
+        "systemctl show gunicorn.service --property User,NoNewPrivileges,ProtectSystem,PrivateTmp,CapabilityBoundingSet")
+    assert dict(line.split("=", 1) for line in settings.splitlines()) == {
+        "User": APP, "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+    }
     exposure = host.check_output("systemd-analyze security gunicorn.service --no-pager | tail -1")
     score = float(exposure.split()[-3])
     assert score <= 5.0, exposure
@@ -152,24 +157,27 @@ def test_debug_on_in_production_is_refused_before_any_change(host):
     assert host.check_output(f"md5sum /etc/{APP}/env") == before
 
 
-def test_a_new_release_goes_live_and_rolls_back(host, tmp_path):
+def test_new_releases_go_live_old_ones_go_and_rollback_returns(host, tmp_path):
     if host.backend.host != "django-web13":
         pytest.skip("one host is enough")
     first = host.file(f"{BASE}/current").linked_to
-    source = tmp_path / "project"
-    subprocess.run(["cp", "-r", str(PROJECT / "files/demo-project"), str(source)], check=True)
-    version = f"{time.time_ns()}\n"
-    (source / "analysis/static/analysis/version.txt").write_text(version)
-    limit = ["--limit", "django-web13", "-e", f"django_source_path={source}"]
-    run = playbook("playbooks/web.yml", *limit)
+    live, versions = [], []
+    for n in range(2):
+        source = tmp_path / f"project{n}"
+        subprocess.run(["cp", "-r", str(PROJECT / "files/demo-project"), str(source)], check=True)
+        versions.append(f"{time.time_ns()}\n")
+        (source / "analysis/static/analysis/version.txt").write_text(versions[-1])
+        run = playbook("playbooks/web.yml", "--limit", "django-web13", "-e", f"django_source_path={source}")
+        assert run.returncode == 0, run.stdout[-3000:]
+        live.append(host.file(f"{BASE}/current").linked_to)
+        assert http(host, "/static/analysis/version.txt")[2] == versions[-1]
+    assert len({first, *live}) == 3
+    # The scenario keeps 2 releases: the first one is gone.
+    assert sorted(host.check_output(f"ls {BASE}/releases").split()) == sorted(path.rsplit("/", 1)[1] for path in live)
+    run = playbook("playbooks/web.yml", "--limit", "django-web13", "-e", "django_rollback=true")
     assert run.returncode == 0, run.stdout[-3000:]
-    second = host.file(f"{BASE}/current").linked_to
-    assert second != first
-    assert http(host, "/static/analysis/version.txt")[2] == version
-    run = playbook("playbooks/web.yml", *limit, "-e", "django_rollback=true")
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert host.file(f"{BASE}/current").linked_to == first
-    assert http(host, "/static/analysis/version.txt")[2] != version
+    assert host.file(f"{BASE}/current").linked_to == live[0]
+    assert http(host, "/static/analysis/version.txt")[2] == versions[0]
     assert http(host, "/health/")[0] == 200
 
 
