@@ -172,3 +172,17 @@ def test_beat_on_two_hosts_is_refused_before_any_change(host, tmp_path):
     assert "celery_beat_hosts" in output and "exactly one" in output, output[-2000:]
     assert "changed=" not in run.stdout or "changed=0" in run.stdout
     assert on(host, "celery-worker13").run("systemctl is-active celery-beat").stdout.strip() != "active"
+
+
+def exposure(host, unit):
+    return float(host.check_output(f"systemd-analyze security {unit} --no-pager | tail -1").split()[-3])
+
+
+def test_worker_units_run_as_the_app_user_and_are_hardened(host):
+    assert host.check_output("systemctl show --property User --value celery-worker@default") == APP
+    assert exposure(host, "celery-worker@default.service") <= 5.0
+
+
+def test_beat_unit_runs_as_the_app_user_and_is_hardened(host):
+    assert host.check_output("systemctl show --property User --value celery-beat") == APP
+    assert exposure(host, "celery-beat.service") <= 5.0
