@@ -74,6 +74,8 @@ def playbook(*args, timeout=1200):
     run = subprocess.run(["ansible-playbook", "-i", INVENTORY, *args], cwd=PROJECT, capture_output=True, text=True,
                          timeout=timeout)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    for secret in SECRETS:
+        assert secret not in run.stdout + run.stderr, f"a secret ({secret[:8]}...) shows in the playbook's output"
     return run.stdout
 
 
@@ -147,3 +149,14 @@ def test_a_new_worker_over_ssh_consumes_tasks_and_nothing_else_restarts(host, tm
     job = start_job(host, 600)
     state = wait_finished(host, [job])[job]
     assert "stack-spare" in state["processed_by"], state["processed_by"]
+
+
+SECRETS = ["stack-db-password", "stack-mq-password", "stack-ops-password", "stack-secret-key-0123456789"]
+
+
+def test_no_secret_shows_in_any_host_log(host):
+    patterns = " ".join(f"-e {secret}" for secret in SECRETS)
+    for name in [*UNITS, "stack-spare"]:
+        found = on(host, name).run(
+            f"grep -rIlF {patterns} /var/log; journalctl --no-pager --output cat | grep -cF {patterns}")
+        assert found.stdout.strip() in ("0", ""), f"{name}: {found.stdout}"
