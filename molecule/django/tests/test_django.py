@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -10,6 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+import units  # noqa: E402
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 APP = "workbench"
@@ -143,9 +147,23 @@ def test_gunicorn_is_hardened(host):
     assert dict(line.split("=", 1) for line in settings.splitlines()) == {
         "User": APP, "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
     }
-    exposure = host.check_output("systemd-analyze security gunicorn.service --no-pager | tail -1")
-    score = float(exposure.split()[-3])
-    assert score <= 5.0, exposure
+    assert units.exposure(host, "gunicorn.service") < 5.0
+
+
+def test_nginx_unit_is_confined(host):
+    assert units.exposure(host, "nginx.service") < 5.0
+    assert not units.writable(host, "nginx.service", "/etc")
+    assert units.writable(host, "nginx.service", "/var/log/nginx")
+    # The master binds port 80 and runs workers as www-data; nothing else.
+    assert host.check_output("ps -o user= -C nginx | sort -u").split() == ["root", "www-data"]
+
+
+def test_database_unit_is_confined(host):
+    unit = host.check_output("systemctl list-units --plain --no-legend 'postgresql@*' | awk '{print $1}'")
+    assert units.exposure(host, unit) < 5.0
+    assert not units.writable(host, unit, "/etc")
+    assert units.writable(host, unit, "/var/lib/postgresql")
+    assert host.check_output(f"ps -o user= -p {units.main_pid(host, unit)}") == "postgres"
 
 
 def test_debug_on_in_production_is_refused_before_any_change(host):

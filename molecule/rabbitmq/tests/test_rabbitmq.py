@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 import amqp_probe  # noqa: E402
+import units  # noqa: E402
 
 DATA_DIR = "/var/lib/rabbitmq/mnesia"
 DEVICE = "/dev/vdb"
@@ -103,6 +104,14 @@ def test_listeners_bind_only_where_configured(host):
     assert host.socket("tcp://127.0.0.1:15692").is_listening
     assert not host.socket("tcp://0.0.0.0:15672").is_listening
     assert not host.socket("tcp://0.0.0.0:15692").is_listening
+
+
+def test_broker_unit_is_confined(host):
+    assert host.check_output("systemctl show --property User --value rabbitmq-server") == "rabbitmq"
+    assert units.exposure(host, "rabbitmq-server.service") < 5.0
+    assert not units.writable(host, "rabbitmq-server.service", "/etc")
+    assert units.writable(host, "rabbitmq-server.service", DATA_DIR)
+    assert int(units.capability_bounding_set(host, "rabbitmq-server.service"), 16) == 0
 
 
 def test_app_user_publishes_and_consumes_on_its_vhost(app):

@@ -3,6 +3,7 @@ a code deploy under load with nothing lost, a new worker over SSH with nothing e
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -151,12 +152,52 @@ def test_a_new_worker_over_ssh_consumes_tasks_and_nothing_else_restarts(host, tm
     assert "stack-spare" in state["processed_by"], state["processed_by"]
 
 
-SECRETS = ["stack-db-password", "stack-mq-password", "stack-ops-password", "stack-secret-key-0123456789"]
+SECRETS = ["stack-db-password", "stack-mq-password", "stack-ops-password", "stack-secret-key-0123456789",
+           "stack-cookie-0123456789"]
+GREP_SECRETS = " ".join(f"-e {secret}" for secret in SECRETS)
 
 
 def test_no_secret_shows_in_any_host_log(host):
-    patterns = " ".join(f"-e {secret}" for secret in SECRETS)
     for name in [*UNITS, "stack-spare"]:
         found = on(host, name).run(
-            f"grep -rIlF {patterns} /var/log; journalctl --no-pager --output cat | grep -cF {patterns}")
+            f"grep -rIlF {GREP_SECRETS} /var/log; journalctl --no-pager --output cat | grep -cF {GREP_SECRETS}")
         assert found.stdout.strip() in ("0", ""), f"{name}: {found.stdout}"
+
+
+def playbook_runs_in_the_log():
+    """The records of every ansible-playbook run in the scenario's ansible.log
+    (converge, the idempotence re-run, the tests' own runs), without those of
+    other tools that share the log, such as the verifier's dump of the test
+    inventory (which holds these fixture values by design)."""
+    log = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.log"
+    records, pid = {}, None
+    for line in log.read_text(errors="replace").splitlines():
+        match = re.match(r"^\d{4}-\d\d-\d\d [\d:,]+ p=(\d+) ", line)
+        pid = match.group(1) if match else pid  # a line without the prefix continues the record above
+        records.setdefault(pid, []).append(line)
+    return "\n".join(line for lines in records.values() if any("PLAY RECAP" in x for x in lines) for line in lines)
+
+
+def test_no_secret_shows_in_the_converge_output():
+    text = playbook_runs_in_the_log()
+    assert "rabbitmq : Install the Erlang cookie" in text, "the log does not hold the converge"
+    assert "django : Write the application's environment file" in text
+    for secret in SECRETS:
+        assert secret not in text, f"a secret ({secret[:8]}...) shows in the converge output"
+
+
+def test_files_holding_secrets_are_not_world_readable(host):
+    """Every file on any host that holds a secret, wherever the roles put it."""
+    holders = {}
+    for name in [*UNITS, "stack-spare"]:
+        found = on(host, name).run(
+            f"grep -rlIF {GREP_SECRETS} /etc /srv /var/lib/rabbitmq /root /home 2>/dev/null"
+            " | grep -v /venv/ | xargs -r stat -c '%a %U:%G %n'")
+        for line in found.stdout.splitlines():
+            mode, owner, path = line.split(" ", 2)
+            holders[f"{name}:{path}"] = (mode, owner)
+            assert int(mode, 8) & 0o007 == 0, f"{name}: {path} is {mode} {owner}, readable by anyone"
+    # The test must have found the known holders, or it proves nothing.
+    assert holders["stack-broker:/var/lib/rabbitmq/.erlang.cookie"] == ("400", "rabbitmq:rabbitmq")
+    assert holders[f"stack-web:/etc/{APP}/env"][0] == "640"
+    assert holders[f"stack-worker1:/etc/{APP}/env"][0] == "640"
