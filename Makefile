@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN12_IMAGE DEBIAN13_IMAGE
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup engine images lint test demo demo-down clean
+.PHONY: help setup engine images lint test bench demo demo-down clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ lint: $(VENV)/.installed ## yamllint and ansible-lint (production profile)
 test: setup lint ## Run every test: lint, then each Molecule scenario
 	@scripts/run-scenarios.sh $(SCENARIO)
 
+bench: setup ## Measure converge time and throughput against their baselines (about 20 min a run; BENCH_RUNS=3)
+	@python scripts/bench/bench.py
+
 demo: setup ## Bring the system up in containers and print how to use it
 	@scripts/demo.sh up
 
@@ -49,4 +52,4 @@ demo-down: ## Tear the demo down
 	@scripts/demo.sh down
 
 clean: ## Destroy every scenario's containers and loop devices
-	@for s in $(SCENARIOS); do molecule destroy -s $$s || true; done
+	@for s in $(SCENARIOS) bench; do molecule destroy -s $$s || true; done
