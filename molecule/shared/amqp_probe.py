@@ -57,6 +57,31 @@ def read_all(host, user, password, vhost, queue, requeue=True):
     return bodies
 
 
+def publish_until_blocked(host, user, password, vhost, queue, body_size, limit, pause=0.0, blocked_timeout=10):
+    """Publish persistent messages of body_size bytes with confirms, `pause`
+    seconds apart, until the broker blocks the connection (for blocked_timeout
+    seconds) or `limit` messages were confirmed. Returns (confirmed, blocked).
+    A message the broker refuses (nack) raises pika.exceptions.NackError."""
+    body = b"b" * body_size
+    confirmed = 0
+    conn = connect(host, user, password, vhost, blocked_timeout=blocked_timeout, name="bundle-tests-backlog")
+    try:
+        channel = conn.channel()
+        channel.queue_declare(queue=queue, durable=True)
+        channel.confirm_delivery()
+        while confirmed < limit:
+            channel.basic_publish(exchange="", routing_key=queue, body=body,
+                                  properties=pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent))
+            confirmed += 1
+            time.sleep(pause)
+    except pika.exceptions.ConnectionBlockedTimeout:
+        return confirmed, True
+    finally:
+        if conn.is_open:
+            conn.close()
+    return confirmed, False
+
+
 def try_publish_while_blocked(host, user, password, vhost, queue, timeout=5):
     """Try to publish one message with confirms; report whether the broker blocked the connection.
 

@@ -222,10 +222,12 @@ def one_run(index):
     say("first converge of site.yml")
     seconds, plays, _ = playbook("playbooks/site.yml", f"r{index}-converge")
     figures["converge"] = seconds
+    figures["converge_plays"] = {p["hosts"]: p["seconds"] for p in plays}
     figures["converge_broker"] = sum(p["seconds"] for p in plays if p["hosts"] == "broker")
     say("no-change re-run of site.yml")
-    seconds, _, output = playbook("playbooks/site.yml", f"r{index}-rerun")
+    seconds, plays, output = playbook("playbooks/site.yml", f"r{index}-rerun")
     figures["rerun"] = seconds
+    figures["rerun_plays"] = {p["hosts"]: p["seconds"] for p in plays}
     figures["rerun_changed_hosts"] = changed_hosts(output)
     say("throughput: Celery against raw AMQP")
     figures["throughput"] = throughput(index)

@@ -4,11 +4,17 @@ every accepted job must end up done, whatever happens to the broker, a worker no
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import pika.exceptions
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+import amqp_probe  # noqa: E402
 
 INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
 APP = "workbench"
@@ -101,18 +107,27 @@ def test_the_tasks_of_a_dead_worker_node_complete_on_the_other(host):
 
 def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host):
     broker = on(host, "stack-broker")
+    user = next(u for u in broker.ansible.get_variables()["rabbitmq_users"] if u["name"] == APP)
+    amqp = (broker.interface("eth0").addresses[0], APP, user["password"], APP)
     for name in WORKERS:
         on(host, name).check_output("systemctl stop celery-worker@default")
     try:
         backlog = start_job(host, 300)
-        # Fill the store's volume until less than the disk-free limit is left.
+        # Leave 40 MB above the 100 MB disk-free limit, so that queued messages,
+        # not the test, cross it. RabbitMQ checks the free space more often the
+        # closer it is to the limit: give it one check to see the new headroom,
+        # as it would on a disk that filled slowly, then publish 1 MB messages
+        # at 50 MB/s until the broker blocks the publisher.
         free = int(broker.check_output(f"df --output=avail -B1 {DATA_DIR} | tail -1"))
         limit = 100_000_000
-        broker.check_output(f"fallocate -l {free - limit // 2} {DATA_DIR}/filler")
+        broker.check_output(f"fallocate -l {free - limit - 40_000_000} {DATA_DIR}/filler")
+        time.sleep(3)
         try:
-            deadline = time.monotonic() + 60
-            while "disk" not in broker.check_output("rabbitmq-diagnostics --quiet alarms") and time.monotonic() < deadline:
-                time.sleep(1)
+            try:
+                confirmed, blocked = amqp_probe.publish_until_blocked(*amqp, "backlog", 1_000_000, limit=400, pause=0.02)
+            except pika.exceptions.NackError:
+                pytest.fail("the broker refused a message: the volume filled up before the disk alarm blocked the publisher")
+            assert blocked, f"{confirmed} messages of 1 MB were taken and the publisher was never blocked"
             assert "disk" in broker.check_output("rabbitmq-diagnostics --quiet alarms"), "the disk alarm was not raised"
             status, body, seconds = web(host, "/jobs/?parts=5", method="POST")
             assert status == 503 and "error" in body, body
@@ -124,6 +139,11 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
         while "disk" in broker.check_output("rabbitmq-diagnostics --quiet alarms") and time.monotonic() < deadline:
             time.sleep(1)
         assert "disk" not in broker.check_output("rabbitmq-diagnostics --quiet alarms"), "the disk alarm did not clear"
+        # Every message the broker confirmed is still there (one more may have
+        # been stored while its confirm was held back by the block).
+        kept = len(amqp_probe.read_all(*amqp, "backlog", requeue=False))
+        assert confirmed <= kept <= confirmed + 1, (confirmed, kept)
+        print(f"backlog: {confirmed} messages of 1 MB confirmed before the block, {kept} kept; web answered 503 in {seconds:.1f} s")
         queued = broker.check_output("rabbitmqctl --quiet list_queues -p workbench name messages --formatter json")
         assert {q["name"]: q["messages"] for q in json.loads(queued)}.get("celery", 0) >= 300
     finally:
