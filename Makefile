@@ -42,7 +42,7 @@ lint: $(VENV)/.installed ## yamllint and ansible-lint (production profile)
 test: setup lint ## Run every test: lint, then each Molecule scenario
 	@scripts/run-scenarios.sh $(SCENARIO)
 
-bench: setup ## Measure converge time and throughput against their baselines (about 20 min a run; BENCH_RUNS=3)
+bench: setup ## Measure converge time and throughput against their baselines (3 runs, about 11 min each)
 	@python scripts/bench/bench.py
 
 demo: setup ## Bring the system up in containers and print how to use it
