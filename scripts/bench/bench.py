@@ -12,7 +12,6 @@ docs/BENCHMARKS.md.
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -259,7 +258,6 @@ def machine():
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024 / 1024, 1),
-        "kernel": platform.release(),
         "docker": docker_version,
         "image": os.environ.get("DEBIAN13_IMAGE", "bundle-debian:13"),
         "date": datetime.date.today().isoformat(),
@@ -330,7 +328,7 @@ def markdown(summary, info):
     def fmt(value):
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
     lines = [
-        f"Machine: {info['cores']} cores, {info['memory_gib']} GiB, kernel {info['kernel']}, Docker {info['docker']}, "
+        f"Machine: {info['cores']} cores, {info['memory_gib']} GiB, Docker {info['docker']}, "
         f"hosts {info['image']}; {info['date']}; {RUNS} run(s), each in fresh containers.",
         "",
         "| Measure | Unit | n | min | median | max | Goal | Method |",
