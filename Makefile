@@ -39,7 +39,8 @@ lint: $(VENV)/.installed ## yamllint and ansible-lint (production profile)
 	yamllint --strict .
 	ansible-lint
 
-test: setup lint ## Run every test: lint, then each Molecule scenario
+test: setup lint ## Run every test: lint, the inventories' checks, then each Molecule scenario
+	python -m pytest -q tests
 	@scripts/run-scenarios.sh $(SCENARIO)
 
 bench: setup ## Measure converge time and throughput against their baselines (3 runs, about 11 min each)

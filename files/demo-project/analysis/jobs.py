@@ -18,8 +18,9 @@ from django.db import connection, transaction
 
 from workbench.celery import app
 
+from . import tasks
 from .models import Job, WorkItem
-from .tasks import analyse_item, finish_job_if_complete
+from .tasks import finish_job_if_complete
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,11 @@ UNQUEUED_MESSAGE = "broker unavailable or blocked (resource alarm); the job was 
 # of piling up threads.
 _IN_FLIGHT = threading.BoundedSemaphore(4)
 
+# The task each item's message names. A release that renames it (a new task)
+# must reach the workers before the web hosts publish it: deploy.yml rolls
+# the workers first.
+ITEM_TASK = tasks.analyse_item
+
 
 class PublishError(Exception):
     pass
@@ -39,7 +45,7 @@ class PublishError(Exception):
 
 def _publish(job_id, item_ids, timeout):
     if item_ids:
-        group(analyse_item.s(item_id) for item_id in item_ids).apply_async(
+        group(ITEM_TASK.s(item_id) for item_id in item_ids).apply_async(
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 1},
             # Socket write and publisher-confirm waits, per message.

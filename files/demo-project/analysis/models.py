@@ -16,7 +16,9 @@ class Job(models.Model):
 class WorkItem(models.Model):
     PENDING = "pending"
     DONE = "done"
-    STATUS_CHOICES = [(PENDING, "pending"), (DONE, "done")]
+    # Terminal, like done: the task gave up after its retries, and says why.
+    FAILED = "failed"
+    STATUS_CHOICES = [(PENDING, "pending"), (DONE, "done"), (FAILED, "failed")]
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="items")
     index = models.PositiveIntegerField()
@@ -25,6 +27,7 @@ class WorkItem(models.Model):
     result = models.CharField(max_length=64, blank=True)
     processed_by = models.CharField(max_length=255, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -9,12 +9,13 @@ import socket
 import time
 from datetime import timedelta
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from .models import Heartbeat, Job, SleepRun, WorkItem
 
@@ -31,8 +32,40 @@ def _digest(payload):
     return hashlib.sha256(str(payload).encode()).hexdigest()
 
 
+# A database or broker that is briefly away (a restart, a failover) is not a
+# reason to give up on a task: retry with exponential backoff and jitter, a
+# bounded number of times. What still fails is recorded on its item (status
+# failed, with the error) and shown by its job: never silent.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, BrokerError)
+ITEM_TASK_OPTIONS = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 600,
+    "ignore_result": True,
+}
+
+
+class ItemTask(Task):
+    """Records on its work item a task that gave up, so its job finishes and says why."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        item_id = args[0] if args else kwargs.get("item_id")
+        try:
+            updated = WorkItem.objects.filter(pk=item_id, status=WorkItem.PENDING).update(
+                status=WorkItem.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], updated_at=timezone.now()
+            )
+            if updated:
+                job_id = WorkItem.objects.filter(pk=item_id).values_list("job_id", flat=True).first()
+                finish_job_if_complete(job_id)
+        except DatabaseError:
+            log.exception("task %s item %s failed and could not be recorded", task_id, item_id)
+        log.error("task %s item %s failed for good: %r", task_id, item_id, exc)
+
+
 def finish_job_if_complete(job_id):
-    if WorkItem.objects.filter(job_id=job_id).exclude(status=WorkItem.DONE).exists():
+    if WorkItem.objects.filter(job_id=job_id, status=WorkItem.PENDING).exists():
         return False
     # The filter makes this idempotent: only the first finisher sets the time.
     if Job.objects.filter(pk=job_id, finished_at__isnull=True).update(finished_at=timezone.now()):
@@ -40,26 +73,31 @@ def finish_job_if_complete(job_id):
     return True
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=600)
+@shared_task(bind=True, base=ItemTask, **ITEM_TASK_OPTIONS)
 def analyse_item(self, item_id):
+    return analyse(self, item_id)
+
+
+def analyse(task, item_id):
+    """The work of one item, whichever task name carried it."""
     host = socket.gethostname()
     # The lock only avoids duplicate work when the same item is delivered
     # twice at once; correctness comes from the conditional update below.
     # DatabaseCache.add() is safe across hosts: the cache key is the primary key.
     lock_key = f"lock:item:{item_id}"
-    owner = f"{host}:{os.getpid()}:{self.request.id}"
+    owner = f"{host}:{os.getpid()}:{task.request.id}"
     if not cache.add(lock_key, owner, timeout=LOCK_SECONDS):
-        log.info("task %s item %s busy elsewhere, retrying (host %s)", self.request.id, item_id, host)
-        raise self.retry(countdown=1)
+        log.info("task %s item %s busy elsewhere, retrying (host %s)", task.request.id, item_id, host)
+        raise task.retry(countdown=1)
     try:
         item = WorkItem.objects.filter(pk=item_id).first()
         if item is None:
             # Deleted with its job; nothing to do, and nothing to retry.
-            log.warning("task %s item %s no longer exists (host %s)", self.request.id, item_id, host)
+            log.warning("task %s item %s no longer exists (host %s)", task.request.id, item_id, host)
             return None
         if item.status == WorkItem.DONE:
             log.info("task %s item %s already done by %s (host %s)",
-                     self.request.id, item_id, item.processed_by, host)
+                     task.request.id, item_id, item.processed_by, host)
             result = item.result
         else:
             result = _digest(item.payload)
@@ -71,7 +109,7 @@ def analyse_item(self, item_id):
                 updated_at=timezone.now(),
             )
             log.info("task %s item %s (job %s #%s) done on %s",
-                     self.request.id, item_id, item.job_id, item.index, host)
+                     task.request.id, item_id, item.job_id, item.index, host)
     finally:
         # Only release our own lock: if we overran LOCK_SECONDS it may be someone else's.
         if cache.get(lock_key) == owner:

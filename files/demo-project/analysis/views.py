@@ -6,6 +6,8 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from workbench.middleware import RETRY_AFTER_SECONDS
+
 from .jobs import MAX_PARTS, enqueue_job
 from .models import Job, WorkItem
 
@@ -43,7 +45,10 @@ def create_job(request):
     job = enqueue_job(parts)
     body = {"job": job.pk, "parts": parts, "url": f"/jobs/{job.pk}/"}
     if job.publish_error:
-        return JsonResponse({**body, "error": job.publish_error}, status=503)
+        # Recorded but not queued: `requeue_jobs` sends it once the broker is back.
+        response = JsonResponse({**body, "error": job.publish_error}, status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     return JsonResponse(body, status=202)
 
 
@@ -51,6 +56,7 @@ def create_job(request):
 def job_detail(request, job_id):
     job = get_object_or_404(Job, pk=job_id)
     done = job.items.filter(status=WorkItem.DONE)
+    failed = job.items.filter(status=WorkItem.FAILED)
     processed_by = dict(
         done.values_list("processed_by").annotate(n=Count("pk")).order_by("processed_by")
     )
@@ -59,6 +65,8 @@ def job_detail(request, job_id):
         "parts": job.parts,
         "queued": job.queued,
         "done": done.count(),
+        "failed": failed.count(),
+        "errors": sorted(set(failed.values_list("error", flat=True)[:100])),
         "finished": job.finished_at is not None,
         "processed_by": processed_by,
     })

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-import units  # noqa: E402
+from bundletest import units
 
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 APP = "workbench"
@@ -24,7 +23,7 @@ def groups(host):
 
 @pytest.fixture(autouse=True)
 def right_tier(request, groups):
-    tier = "beat" if request.node.name.startswith("test_beat_") else "workers"
+    tier = next((tier for tier in ("beat", "broker") if request.node.name.startswith(f"test_{tier}_")), "workers")
     if tier not in groups:
         pytest.skip(f"a {tier} host test")
 
@@ -186,3 +185,9 @@ def test_worker_units_run_as_the_app_user_and_are_hardened(host):
 def test_beat_unit_runs_as_the_app_user_and_is_hardened(host):
     assert host.check_output("systemctl show --property User --value celery-beat") == APP
     assert units.exposure(host, "celery-beat.service") < 5.0
+
+
+def test_broker_takes_a_relative_disk_limit_written_as_an_integer(host):
+    status = json.loads(host.check_output("rabbitmq-diagnostics --quiet status --formatter json"))
+    assert status["disk_free_limit"] == 2147483648
+    assert "disk_free_limit.relative = 1.0" in host.file("/etc/rabbitmq/rabbitmq.conf").content_string

@@ -1,17 +1,14 @@
 """Behaviour of a converged broker: volume, alarms, AMQP access, logs, refusal to run without its volume."""
 
 import json
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pika.exceptions
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-import amqp_probe  # noqa: E402
-import units  # noqa: E402
+from bundletest import amqp as amqp_probe
+from bundletest import units
+from bundletest.common import playbook, wait_for
 
 DATA_DIR = "/var/lib/rabbitmq/mnesia"
 DEVICE = "/dev/vdb"
@@ -42,26 +39,26 @@ def has_disk_alarm(host):
     return "disk" in host.check_output("rabbitmq-diagnostics --quiet alarms")
 
 
-def wait_for(predicate, timeout=30, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def test_broker_runs_and_starts_at_boot(host):
     broker = host.service("rabbitmq-server")
     assert broker.is_running
     assert broker.is_enabled
 
 
-def test_data_directory_is_the_volume(host):
-    source, fstype = host.check_output(f"findmnt --noheadings --output SOURCE,FSTYPE --mountpoint {DATA_DIR}").split()
+def test_data_directory_is_the_volume_mounted_by_uuid(host):
+    source, fstype, uuid_ = host.check_output(
+        f"findmnt --noheadings --output SOURCE,FSTYPE,UUID --mountpoint {DATA_DIR}").split()
     assert (source, fstype) == (DEVICE, "ext4")
-    assert DEVICE in host.file("/etc/fstab").content_string
+    # By UUID: another disk that takes the device's name is never mounted in the store's place.
+    assert f"UUID={uuid_} {DATA_DIR} ext4" in host.file("/etc/fstab").content_string
     assert host.file(DATA_DIR).user == "rabbitmq"
+
+
+def test_the_node_name_and_the_volume_are_remembered(host):
+    assert "NODENAME=rabbit@localhost" in host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string
+    remembered = json.loads(host.file("/etc/ansible/facts.d/rabbitmq.fact").content_string)
+    assert remembered == {"nodename": "rabbit@localhost", "data_device_uuid": host.check_output(f"blkid -p -s UUID -o value {DEVICE}")}
+    assert status(host)["data_directory"] == f"{DATA_DIR}/rabbit@localhost"
 
 
 def test_message_store_files_are_on_the_volume(host, app):
@@ -91,6 +88,25 @@ def test_broker_reports_the_configured_alarm_limits(host):
     assert reported["vm_memory_high_watermark_setting"] == {"relative": 0.4}
 
 
+def rabbit_env(host, key):
+    return host.check_output(f"rabbitmqctl --quiet eval 'application:get_env(rabbit, {key}).'")
+
+
+def test_3_10_and_4_0_run_with_the_same_limits(host):
+    """Defaults that differ between releases are set; sizes are bytes, so no release reads k/M/G its own way."""
+    assert rabbit_env(host, "max_message_size") == "{ok,16777216}"
+    assert rabbit_env(host, "consumer_timeout") == "{ok,1800000}"
+    assert "disk_free_limit.absolute = 50000000" in host.file("/etc/rabbitmq/rabbitmq.conf").content_string
+
+
+def test_the_deprecated_features_celery_uses_are_permitted(host):
+    version = status(host)["rabbitmq_version"]
+    if tuple(int(part) for part in version.split(".")[:2]) < (3, 13):
+        pytest.skip(f"RabbitMQ {version} has no deprecated-features mechanism")
+    for feature in ("transient_nonexcl_queues", "global_qos"):
+        assert host.check_output(f"rabbitmqctl --quiet eval 'rabbit_deprecated_features:is_permitted({feature}).'") == "true"
+
+
 def test_open_file_limit_comes_from_the_drop_in(host, cfg):
     expected = str(cfg["rabbitmq_nofile_limit"])
     pid = host.check_output("systemctl show --property MainPID --value rabbitmq-server")
@@ -100,10 +116,9 @@ def test_open_file_limit_comes_from_the_drop_in(host, cfg):
 
 def test_listeners_bind_only_where_configured(host):
     assert host.socket("tcp://0.0.0.0:5672").is_listening
-    assert host.socket("tcp://127.0.0.1:15672").is_listening
-    assert host.socket("tcp://127.0.0.1:15692").is_listening
-    assert not host.socket("tcp://0.0.0.0:15672").is_listening
-    assert not host.socket("tcp://0.0.0.0:15692").is_listening
+    for port in (15672, 15692, 4369, 25672):
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, port
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening, f"{port} listens on every address"
 
 
 def test_broker_unit_is_confined(host):
@@ -163,7 +178,7 @@ def test_log_rotation_is_valid_and_the_broker_keeps_logging(host, app):
     # The log names contain "error"; logrotate's own complaints start with it.
     complaints = [line for line in check.stderr.splitlines() if line.lower().startswith("error")]
     assert check.rc == 0 and not complaints, check.stderr
-    log = host.check_output("ls /var/log/rabbitmq/rabbit@*.log | grep -v _upgrade")
+    log = host.check_output("ls /var/log/rabbitmq/rabbit@localhost.log")
     host.check_output(f"logrotate --force {rules}")
     assert host.file(f"{log}.1").exists
     marker = f"after-rotation-{uuid.uuid4().hex[:8]}"
@@ -196,3 +211,72 @@ def test_migrated_node_kept_its_messages(host, app):
         pytest.skip("this node got its volume before its first start")
     assert amqp_probe.read_all(*app, "migration-canary") == ["written-on-the-root-disk"]
     assert host.check_output(f"ls -d {DATA_DIR}.root-disk-*")
+
+
+def converge(host, *args, check=True):
+    """The scenario's converge, on this host only, with the given extra arguments."""
+    return playbook("molecule/rabbitmq/converge.yml", "--limit", host.backend.host, *args, check=check)
+
+
+def test_a_value_rabbitmq_refuses_puts_the_last_good_configuration_back(host, app):
+    queue = f"refused-{uuid.uuid4().hex[:8]}"
+    amqp_probe.publish(*app, queue, ["kept-through-the-refusal"])
+    good = host.file("/etc/rabbitmq/rabbitmq.conf").content_string
+    run = converge(host, "-e", json.dumps({"rabbitmq_config_extra": {"no_such_key": 1}}), check=False)
+    assert run.returncode != 0
+    assert "RabbitMQ did not start on the new configuration" in run.stdout and "no_such_key" in run.stdout, run.stdout[-3000:]
+    assert "The broker runs again on the last configuration it ran well on" in run.stdout
+    assert host.service("rabbitmq-server").is_running
+    assert host.file("/etc/rabbitmq/rabbitmq.conf").content_string == good
+    assert amqp_probe.read_all(*app, queue) == ["kept-through-the-refusal"]
+    # The next ordinary run finds nothing to change.
+    assert " changed=0 " in converge(host).stdout
+
+
+def wipe_signature(host):
+    """What a mistaken wipefs, or a damaged superblock, leaves: the data still there, no file system signature."""
+    host.check_output(f"systemctl stop rabbitmq-server && umount {DATA_DIR}")
+    host.check_output(f"cd /root && rm -f wipefs-*.bak && wipefs --all --backup {DEVICE}")
+    assert host.run(f"blkid -p {DEVICE}").rc == 2
+
+
+def restore_signature(host):
+    backup = host.check_output("ls /root/wipefs-*.bak")
+    offset = int(backup.rsplit("-", 1)[1].split(".")[0], 16)
+    host.check_output(f"dd if={backup} of={DEVICE} bs=1 seek={offset} conv=notrunc status=none")
+    host.check_output(f"mount {DATA_DIR} && systemctl start rabbitmq-server")
+
+
+def test_a_store_whose_signature_was_wiped_is_refused_not_formatted(host, app):
+    queue = f"wiped-{uuid.uuid4().hex[:8]}"
+    amqp_probe.publish(*app, queue, ["kept-on-the-wiped-volume"])
+    wipe_signature(host)
+    try:
+        run = converge(host, check=False)
+        assert run.returncode != 0
+        assert "holds no file system, but /etc/fstab mounts UUID=" in run.stdout and "will not format it" in run.stdout, \
+            run.stdout[-3000:]
+        assert host.run(f"blkid -p {DEVICE}").rc == 2, "the role formatted the store's volume"
+    finally:
+        restore_signature(host)
+    assert amqp_probe.read_all(*app, queue) == ["kept-on-the-wiped-volume"]
+
+
+def test_tags_config_after_adding_a_volume_moves_the_store_onto_it(host, app):
+    """A node that ran on its root disk, given a data device later, with a configuration-only run."""
+    if host.backend.host != "rabbitmq-debian13":
+        pytest.skip("one host is enough")
+    queue = f"tags-config-{uuid.uuid4().hex[:8]}"
+    amqp_probe.publish(*app, queue, ["moved-by-tags-config"])
+    # Back to a node on its root disk with a blank spare device, as before its volume.
+    host.check_output(f"systemctl stop rabbitmq-server && mkdir -p /root/store && cp -a {DATA_DIR}/. /root/store/ && umount {DATA_DIR}")
+    host.check_output(f"wipefs --all {DEVICE} && sed -i '\\|{DATA_DIR}|d' /etc/fstab && rm /etc/ansible/facts.d/rabbitmq.fact")
+    host.check_output(f"rm -rf {DATA_DIR}.root-disk-* && cp -a /root/store/. {DATA_DIR}/ && rm -rf /root/store")
+    converge(host, "-e", "rabbitmq_data_device=")
+    assert amqp_probe.read_all(*app, queue) == ["moved-by-tags-config"]
+    converge(host, "--tags", "config")
+    source = host.check_output(f"findmnt --noheadings --output SOURCE --mountpoint {DATA_DIR}")
+    assert source == DEVICE, "--tags config did not put the store on its volume"
+    assert host.service("rabbitmq-server").is_running
+    assert amqp_probe.read_all(*app, queue) == ["moved-by-tags-config"]
+    assert " changed=0 " in converge(host).stdout

@@ -2,66 +2,24 @@
 every accepted job must end up done, whatever happens to the broker, a worker node or the disk."""
 
 import json
-import os
 import subprocess
-import sys
+import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pika.exceptions
 import pytest
+from bundletest import amqp as amqp_probe
+from bundletest.common import APP, http, http_json, on, playbook, started_at
+from stack import MQ_PASSWORD, SECRETS, WORKERS, start_job, wait_finished
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
-import amqp_probe  # noqa: E402
-
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
-APP = "workbench"
-WORKERS = ["stack-worker1", "stack-worker2"]
 DATA_DIR = "/var/lib/rabbitmq/mnesia"
-
-
-@pytest.fixture(autouse=True)
-def once(host):
-    if host.backend.host != "stack-web":
-        pytest.skip("system tests run once")
-
-
-def on(host, name):
-    return host.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
-
-
-def web(host, path, method="GET", timeout=60):
-    address = host.interface("eth0").addresses[0]
-    request = urllib.request.Request(f"http://{address}{path}", method=method, headers={"Host": "localhost"})
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read()), time.monotonic() - started
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}"), time.monotonic() - started
-
-
-def start_job(host, parts):
-    status, body, _ = web(host, f"/jobs/?parts={parts}", method="POST")
-    assert status == 202, body
-    return body["job"]
-
-
-def job_state(host, job):
-    return web(host, f"/jobs/{job}/")[1]
+DB_UNIT = "postgresql@17-main"
 
 
 def wait_done(host, job, parts, timeout=600):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = job_state(host, job)
-        if state["finished"]:
-            assert state["done"] == parts, state
-            return state
-        time.sleep(2)
-    pytest.fail(f"job {job} did not finish: {job_state(host, job)}")
+    state = wait_finished(host, [job], timeout=timeout)[job]
+    assert (state["done"], state["failed"]) == (parts, 0), state
+    return state
 
 
 def send_tasks(host, task, args, count, timeout=300):
@@ -73,19 +31,20 @@ def send_tasks(host, task, args, count, timeout=300):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def started_at(host, name, unit):
-    return on(host, name).check_output(f"systemctl show --property ActiveEnterTimestamp --value {unit}")
+def retries_logged(host):
+    """Task retries the workers logged (a transient error, then a retry with backoff)."""
+    return sum(int(on(host, name).check_output("grep -c 'Retry in' /var/log/celery/default.log || true")) for name in WORKERS)
 
 
 def test_a_broker_restart_in_a_burst_loses_no_task_and_workers_reconnect_alone(host):
     parts = 2000
-    workers_started = {name: started_at(host, name, "celery-worker@default") for name in WORKERS}
+    workers_started = {name: started_at(on(host, name), "celery-worker@default") for name in WORKERS}
     job = start_job(host, parts)
     time.sleep(3)
     on(host, "stack-broker").check_output("systemctl restart rabbitmq-server")
     state = wait_done(host, job, parts)
     assert set(state["processed_by"]) == set(WORKERS)
-    assert {name: started_at(host, name, "celery-worker@default") for name in WORKERS} == workers_started
+    assert {name: started_at(on(host, name), "celery-worker@default") for name in WORKERS} == workers_started
 
 
 def test_the_tasks_of_a_dead_worker_node_complete_on_the_other(host):
@@ -107,8 +66,7 @@ def test_the_tasks_of_a_dead_worker_node_complete_on_the_other(host):
 
 def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host):
     broker = on(host, "stack-broker")
-    user = next(u for u in broker.ansible.get_variables()["rabbitmq_users"] if u["name"] == APP)
-    amqp = (broker.interface("eth0").addresses[0], APP, user["password"], APP)
+    amqp = (broker.interface("eth0").addresses[0], APP, MQ_PASSWORD, APP)
     for name in WORKERS:
         on(host, name).check_output("systemctl stop celery-worker@default")
     try:
@@ -129,10 +87,12 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
                 pytest.fail("the broker refused a message: the volume filled up before the disk alarm blocked the publisher")
             assert blocked, f"{confirmed} messages of 1 MB were taken and the publisher was never blocked"
             assert "disk" in broker.check_output("rabbitmq-diagnostics --quiet alarms"), "the disk alarm was not raised"
-            status, body, seconds = web(host, "/jobs/?parts=5", method="POST")
+            started = time.monotonic()
+            status, body = http_json(host, "/jobs/?parts=5", method="POST", timeout=60)
+            seconds = time.monotonic() - started
             assert status == 503 and "error" in body, body
             assert seconds < 30, f"the web app waited {seconds:.0f} s on a blocked broker"
-            assert web(host, "/health/")[0] == 200
+            assert http_json(host, "/health/")[0] == 200
         finally:
             broker.check_output(f"rm -f {DATA_DIR}/filler")
         deadline = time.monotonic() + 60
@@ -162,3 +122,55 @@ def test_a_leaking_task_is_contained_by_max_memory_per_child(host):
     assert max(rss_kb) < limit_kb + 2 * 20_000, max(rss_kb)
     for name in WORKERS:
         assert on(host, name).service("celery-worker@default").is_running
+
+
+def watch_job(host, job, stop):
+    """Every answer GET /jobs/<id>/ gave while stop is unset: (status, Retry-After)."""
+    answers = []
+
+    def poll():
+        while not stop.is_set():
+            try:
+                status, headers, _body = http(host, f"/jobs/{job}/")
+                answers.append((status, headers.get("retry-after")))
+            except OSError as error:
+                answers.append((repr(error), None))
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    return thread, answers
+
+
+def test_a_database_restart_in_a_burst_loses_no_task_and_the_web_answers_503(host):
+    parts = 2000
+    job = start_job(host, parts)
+    stop = threading.Event()
+    watcher, answers = watch_job(host, job, stop)
+    try:
+        time.sleep(5)
+        on(host, "stack-db").check_output(f"systemctl restart {DB_UNIT}")
+        wait_done(host, job, parts)
+    finally:
+        stop.set()
+        watcher.join()
+    statuses = {status for status, _ in answers}
+    assert statuses <= {200, 503}, [a for a in answers if a[0] not in (200, 503)][:5]
+    assert all(retry_after for status, retry_after in answers if status == 503), "a 503 without Retry-After"
+    print(f"database restart: {parts}/{parts} done; web answers {sorted((s, sum(1 for a in answers if a[0] == s)) for s in statuses)}")
+
+
+def test_a_setting_that_needs_a_restart_pauses_the_workers_and_no_task_fails(host):
+    parts = 2000
+    retries_before = retries_logged(host)
+    job = start_job(host, parts)
+    time.sleep(3)
+    run = playbook("playbooks/database.yml", "-e", "postgresql_max_connections=120", secrets=SECRETS)
+    assert "Stop consuming and wait for the running tasks" in run.stdout
+    assert "celery_worker : Consume again" in run.stdout
+    assert on(host, "stack-db").check_output("runuser -u postgres -- psql -Atc 'show max_connections'") == "120"
+    wait_done(host, job, parts)
+    assert retries_logged(host) == retries_before, "a task met the database restart and had to retry"
+    # Back to the inventory's setting, the same way.
+    playbook("playbooks/database.yml", secrets=SECRETS)
+    assert on(host, "stack-db").check_output("runuser -u postgres -- psql -Atc 'show max_connections'") == "100"

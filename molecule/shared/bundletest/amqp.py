@@ -1,7 +1,7 @@
 """A real AMQP client for the tests: publish with confirms, read back, detect blocking.
 
 Imported by testinfra tests; also a command line for prepare playbooks:
-    amqp_probe.py publish HOST USER PASSWORD VHOST QUEUE BODY
+    amqp.py publish HOST USER PASSWORD VHOST QUEUE BODY
 """
 
 import sys

@@ -1,0 +1,104 @@
+"""What every scenario's tests need: the scenario's inventory, other hosts, waiting, playbook runs, HTTP, Django."""
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+# The demo project's name on every host (django_app_name in the scenarios).
+APP = "workbench"
+
+
+def on(host, name):
+    """Another host of the scenario, as testinfra reaches it."""
+    return host.get_host(f"ansible://{name}", ansible_inventory=INVENTORY)
+
+
+def wait_for(predicate, timeout=60, interval=1):
+    """The first true value of predicate(), or None after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value or None
+        time.sleep(interval)
+
+
+def playbook(*args, inventory=INVENTORY, timeout=1200, secrets=(), check=True):
+    """Run one of the bundle's playbooks as ops would; the output must hold none of `secrets`."""
+    run = subprocess.run(["ansible-playbook", "-i", inventory, *args], cwd=PROJECT, capture_output=True, text=True,
+                         timeout=timeout)
+    output = run.stdout + run.stderr
+    if check:
+        assert run.returncode == 0, output[-5000:]
+    for secret in secrets:
+        assert secret not in output, f"a secret ({secret[:8]}...) shows in the playbook's output"
+    return run
+
+
+def recap(run):
+    """{host: {ok: n, changed: n, ...}} from a playbook run's PLAY RECAP."""
+    hosts = {}
+    for line in run.stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[1] == ":" and "=" in parts[2]:
+            hosts[parts[0]] = {key: int(value) for key, value in (item.split("=") for item in parts[2:])}
+    return hosts
+
+
+def changed_tasks(run):
+    """(host, task name) of every task reported changed."""
+    found, task = [], None
+    for line in run.stdout.splitlines():
+        if line.startswith("TASK [") or line.startswith("RUNNING HANDLER ["):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed: ["):
+            found.append((line.split("[", 1)[1].split("]", 1)[0].split(" -> ")[0], task))
+    return found
+
+
+def http(host, path, method="GET", timeout=30, headers=None):
+    """(status, headers, body) of a request to the host's port 80 from the controller, as a client sends it."""
+    address = host.interface("eth0").addresses[0]
+    request = urllib.request.Request(f"http://{address}{path}", method=method,
+                                     headers={"Host": "localhost", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()
+
+
+def http_json(host, path, method="GET", timeout=30):
+    """(status, decoded body) of a request whose answer is JSON (or None when it is not)."""
+    status, _headers, body = http(host, path, method=method, timeout=timeout)
+    try:
+        return status, json.loads(body or "null")
+    except ValueError:
+        return status, None
+
+
+def django(host, code, timeout=120):
+    """Run Python in the deployed project (its settings, its Celery app); the last line it prints, as JSON."""
+    out = host.check_output(f"timeout {timeout} {APP}-manage shell --no-startup --command {json.dumps(code)}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def started_at(host, unit):
+    return host.check_output(f"systemctl show --property ActiveEnterTimestamp --value {unit}")
+
+
+def live_release(host):
+    return host.file(f"/srv/{APP}/current").linked_to
+
+
+def running_release(host, unit):
+    """The release directory the unit's main process runs in (its working directory)."""
+    pid = host.check_output(f"systemctl show --property MainPID --value {unit}")
+    user = host.check_output(f"systemctl show --property User --value {unit}") or "root"
+    return host.check_output(f"runuser -u {user} -- readlink /proc/{pid}/cwd")

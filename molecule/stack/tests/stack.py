@@ -1,0 +1,82 @@
+"""The stack scenario's hosts, secrets and job helpers, shared by its test files."""
+
+import json
+import shutil
+import time
+import urllib.parse
+
+import pytest
+from bundletest.common import APP, PROJECT, http_json, on
+
+WORKERS = ["stack-worker1", "stack-worker2"]
+BEAT = "stack-worker1"  # beat shares the first worker's host, as in the production inventory
+DJANGO_HOSTS = ["stack-web", *WORKERS]
+# Every unit of the application, per host.
+APP_UNITS = {
+    "stack-web": ["gunicorn.service"],
+    "stack-worker1": ["celery-worker@default.service", "celery-beat.service"],
+    "stack-worker2": ["celery-worker@default.service"],
+}
+# Units whose start time must not move when a worker node is added.
+UNITS = {
+    "stack-broker": ["rabbitmq-server.service"],
+    "stack-db": ["postgresql@17-main.service"],  # Debian 13's cluster
+    "stack-web": ["gunicorn.service", "nginx.service"],
+    "stack-worker1": ["celery-worker@default.service", "celery-beat.service"],
+    "stack-worker2": ["celery-worker@default.service"],
+}
+DB_PASSWORD = "stack-db-p@ss:w/rd%#?"
+MQ_PASSWORD = "stack-mq-p@ss:w/rd%#?"
+# As written, and as they appear URL-encoded in the connection strings.
+SECRETS = [DB_PASSWORD, MQ_PASSWORD, urllib.parse.quote(DB_PASSWORD, safe=""), urllib.parse.quote(MQ_PASSWORD, safe=""),
+           "stack-ops-password", "stack-secret-key-0123456789", "stack-cookie-0123456789"]
+
+
+def start_job(host, parts):
+    status, body = http_json(host, f"/jobs/?parts={parts}", method="POST")
+    assert status == 202, body
+    return body["job"]
+
+
+def job_state(host, job):
+    return http_json(host, f"/jobs/{job}/")[1]
+
+
+def wait_finished(host, jobs, timeout=600):
+    """Each job's state once it finished; fails the test when one did not within timeout."""
+    deadline = time.monotonic() + timeout
+    pending, states = set(jobs), {}
+    while pending and time.monotonic() < deadline:
+        for job in list(pending):
+            status, state = http_json(host, f"/jobs/{job}/")
+            if status == 200:
+                states[job] = state
+                if state["finished"]:
+                    pending.discard(job)
+        time.sleep(1)
+    if pending:
+        pytest.fail(f"{len(pending)} job(s) did not finish: {[states.get(job) for job in sorted(pending)[:3]]}")
+    return states
+
+
+def queue_depths(host, vhost=APP):
+    """{queue: messages ready + unacknowledged} on the broker."""
+    out = on(host, "stack-broker").check_output(
+        f"rabbitmqctl --quiet list_queues -p {vhost} name messages --formatter json")
+    return {queue["name"]: queue["messages"] for queue in json.loads(out)}
+
+
+def release_with_new_task(tmp_path, name):
+    """The demo project with a task it did not have, which every job's items now go through:
+    a release that publishes messages the previous release's workers cannot run."""
+    source = tmp_path / name
+    shutil.copytree(PROJECT / "files/demo-project", source, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(source / "analysis/tasks.py", "a") as tasks:
+        tasks.write(
+            f"\n\n@shared_task(bind=True, base=ItemTask, **ITEM_TASK_OPTIONS)\n"
+            f"def analyse_item_{name}(self, item_id):\n"
+            f"    return analyse(self, item_id)\n")
+    with open(source / "analysis/jobs.py", "a") as jobs:
+        jobs.write(f"\nITEM_TASK = tasks.analyse_item_{name}\n")
+    (source / "analysis/static/analysis/version.txt").write_text(f"{name}\n")
+    return source
