@@ -35,9 +35,10 @@ images: engine
 	@scripts/build-base-image.sh 12 $(DEBIAN12_IMAGE)
 	@scripts/build-base-image.sh 13 $(DEBIAN13_IMAGE)
 
-lint: $(VENV)/.installed ## yamllint and ansible-lint (production profile)
+lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), role READMEs against their argument specs
 	yamllint --strict .
 	ansible-lint
+	python scripts/check-role-docs.py
 
 test: setup lint ## Run every test: lint, the inventories' checks, then each Molecule scenario
 	python -m pytest -q tests

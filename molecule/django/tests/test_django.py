@@ -98,7 +98,7 @@ def test_the_live_release_is_a_complete_versioned_directory(host):
     assert live.is_symlink and live.linked_to.startswith(f"{BASE}/releases/")
     assert host.file(f"{live.linked_to}/.release-complete").exists
     assert host.file(f"{live.linked_to}/venv/bin/gunicorn").exists
-    assert host.file(f"{live.linked_to}/static/analysis/ping.txt").exists
+    assert host.file(f"{live.linked_to}/.static/analysis/ping.txt").exists
     assert host.file(f"{live.linked_to}").user == "root", "the application must not own its code"
 
 

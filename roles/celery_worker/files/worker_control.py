@@ -8,8 +8,8 @@ pause cancels each pool's consumers on this host, so the broker keeps new messag
 then waits until the pool has no task running or reserved: afterwards nothing on this host touches the
 database or the broker on behalf of a task. resume makes the pools consume their queues again.
 requeue-dead-letters moves what the broker dead-lettered (a task no worker knew, a message that could not be
-decoded) from each queue's <queue>.dead-letter back to where it was first published, with publisher
-confirms, once the cause is fixed. Run with
+decoded) from each queue's <queue>.dead-letter back to where it was first published (with publisher
+confirms when the project's Celery app asks for them), once the cause is fixed. Run with
 the project's environment (settings, broker URL) by the role's wrapper, as the project's user.
 """
 
