@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -29,10 +30,16 @@ def wait_for(predicate, timeout=60, interval=1):
         time.sleep(interval)
 
 
+# Plain output, all of it on stdout, whatever the caller's environment asks (Molecule forces
+# colour and sends failures to stderr).
+PLAIN = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_VERBOSE_TO_STDERR": "0",
+         "ANSIBLE_DISPLAY_FAILED_STDERR": "0"}
+
+
 def playbook(*args, inventory=INVENTORY, timeout=1200, secrets=(), check=True):
     """Run one of the bundle's playbooks as ops would; the output must hold none of `secrets`."""
     run = subprocess.run(["ansible-playbook", "-i", inventory, *args], cwd=PROJECT, capture_output=True, text=True,
-                         timeout=timeout)
+                         timeout=timeout, env=PLAIN)
     output = run.stdout + run.stderr
     if check:
         assert run.returncode == 0, output[-5000:]
@@ -45,9 +52,9 @@ def recap(run):
     """{host: {ok: n, changed: n, ...}} from a playbook run's PLAY RECAP."""
     hosts = {}
     for line in run.stdout.splitlines():
-        parts = line.split()
-        if len(parts) > 2 and parts[1] == ":" and "=" in parts[2]:
-            hosts[parts[0]] = {key: int(value) for key, value in (item.split("=") for item in parts[2:])}
+        match = re.match(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", line)
+        if match:
+            hosts[match.group(1)] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(2))}
     return hosts
 
 

@@ -7,7 +7,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from bundletest.common import INVENTORY, PROJECT, on, recap
+from bundletest.common import INVENTORY, PLAIN, PROJECT, on, recap
 from stack import MQ_PASSWORD, SECRETS
 
 POOL = {"name": "default", "queues": ["celery"]}
@@ -80,7 +80,7 @@ def new_release(tmp_path_factory):
 def refused(playbook, extra_vars, *args):
     run = subprocess.run(
         ["ansible-playbook", "-i", INVENTORY, *args, f"playbooks/{playbook}", "-e", json.dumps(extra_vars)],
-        cwd=PROJECT, capture_output=True, text=True, timeout=600,
+        cwd=PROJECT, capture_output=True, text=True, timeout=600, env=PLAIN,
     )
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-3000:]
