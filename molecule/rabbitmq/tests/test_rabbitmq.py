@@ -219,6 +219,8 @@ def converge(host, *args, check=True):
 
 
 def test_a_value_rabbitmq_refuses_puts_the_last_good_configuration_back(host, app):
+    if host.backend.host != "rabbitmq-debian12":
+        pytest.skip("one host is enough (RabbitMQ 3.10; 4.0 reads the same start-up log)")
     queue = f"refused-{uuid.uuid4().hex[:8]}"
     amqp_probe.publish(*app, queue, ["kept-through-the-refusal"])
     good = host.file("/etc/rabbitmq/rabbitmq.conf").content_string
@@ -248,6 +250,8 @@ def restore_signature(host):
 
 
 def test_a_store_whose_signature_was_wiped_is_refused_not_formatted(host, app):
+    if host.backend.host != "rabbitmq-debian13":
+        pytest.skip("one host is enough")
     queue = f"wiped-{uuid.uuid4().hex[:8]}"
     amqp_probe.publish(*app, queue, ["kept-on-the-wiped-volume"])
     wipe_signature(host)
