@@ -172,6 +172,25 @@ def test_disk_alarm_blocks_publishers_and_clears_without_losing_messages(host, a
     )
 
 
+def test_a_rejected_message_is_kept_as_a_dead_letter_and_an_expired_one_dropped(app):
+    """What Celery does with a task no worker knows (reject, no requeue) must be kept; what expired (a
+    periodic task nobody ran in time) must not pile up with it."""
+    amqp_probe.read_all(*app, "tasks.dead-letter", requeue=False)
+    with amqp_probe.connect(*app) as conn:
+        channel = conn.channel()
+        channel.queue_declare(queue="tasks", durable=True)
+        channel.confirm_delivery()
+        channel.basic_publish(exchange="", routing_key="tasks", body=b"unknown-task")
+        channel.basic_publish(exchange="", routing_key="tasks", body=b"expires",
+                              properties=pika.BasicProperties(expiration="1"))
+        method, _props, body = channel.basic_get(queue="tasks", auto_ack=False)
+        assert body == b"unknown-task"
+        channel.basic_reject(delivery_tag=method.delivery_tag, requeue=False)
+    time.sleep(1)
+    assert amqp_probe.read_all(*app, "tasks") == [], "the expired message is still queued"
+    assert amqp_probe.read_all(*app, "tasks.dead-letter", requeue=False) == ["unknown-task"]
+
+
 def test_log_rotation_is_valid_and_the_broker_keeps_logging(host, app):
     rules = "/etc/logrotate.d/rabbitmq-server"
     check = host.run(f"logrotate --debug {rules}")

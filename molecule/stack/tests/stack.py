@@ -42,17 +42,22 @@ def job_state(host, job):
     return http_json(host, f"/jobs/{job}/")[1]
 
 
-def wait_finished(host, jobs, timeout=600):
-    """Each job's state once it finished; fails the test when one did not within timeout."""
+def wait_finished(host, jobs, timeout=600, stalled_after=120):
+    """Each job's state once it finished; fails the test when one did not within timeout, or as soon as
+    no part of the pending jobs moved for stalled_after seconds (a lost task never finishes)."""
     deadline = time.monotonic() + timeout
     pending, states = set(jobs), {}
-    while pending and time.monotonic() < deadline:
+    progress, moved = None, time.monotonic()
+    while pending and time.monotonic() < deadline and time.monotonic() - moved < stalled_after:
         for job in list(pending):
             status, state = http_json(host, f"/jobs/{job}/")
             if status == 200:
                 states[job] = state
                 if state["finished"]:
                     pending.discard(job)
+        now = sum(state["done"] + state.get("failed", 0) for state in states.values())
+        if now != progress:
+            progress, moved = now, time.monotonic()
         time.sleep(1)
     if pending:
         pytest.fail(f"{len(pending)} job(s) did not finish: {[states.get(job) for job in sorted(pending)[:3]]}")
@@ -66,10 +71,12 @@ def queue_depths(host, vhost=APP):
     return {queue["name"]: queue["messages"] for queue in json.loads(out)}
 
 
-def release_with_new_task(tmp_path, name):
+def release_with_new_task(tmp_path, name, version=None):
     """The demo project with a task it did not have, which every job's items now go through:
-    a release that publishes messages the previous release's workers cannot run."""
-    source = tmp_path / name
+    a release that publishes messages the previous release's workers cannot run. A version other than
+    the name makes another release of the same code."""
+    version = version or name
+    source = tmp_path / version
     shutil.copytree(PROJECT / "files/demo-project", source, ignore=shutil.ignore_patterns("__pycache__"))
     with open(source / "analysis/tasks.py", "a") as tasks:
         tasks.write(
@@ -78,5 +85,5 @@ def release_with_new_task(tmp_path, name):
             f"    return analyse(self, item_id)\n")
     with open(source / "analysis/jobs.py", "a") as jobs:
         jobs.write(f"\nITEM_TASK = tasks.analyse_item_{name}\n")
-    (source / "analysis/static/analysis/version.txt").write_text(f"{name}\n")
+    (source / "analysis/static/analysis/version.txt").write_text(f"{version}\n")
     return source

@@ -9,8 +9,8 @@ import time
 import pika.exceptions
 import pytest
 from bundletest import amqp as amqp_probe
-from bundletest.common import APP, http, http_json, on, playbook, started_at
-from stack import MQ_PASSWORD, SECRETS, WORKERS, start_job, wait_finished
+from bundletest.common import APP, django, http, http_json, on, playbook, started_at
+from stack import MQ_PASSWORD, SECRETS, WORKERS, queue_depths, start_job, wait_finished
 
 DATA_DIR = "/var/lib/rabbitmq/mnesia"
 DB_UNIT = "postgresql@17-main"
@@ -70,6 +70,9 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
     for name in WORKERS:
         on(host, name).check_output("systemctl stop celery-worker@default")
     try:
+        # A task nobody wants once it is late (beat's heartbeats are sent so): it must expire and be dropped,
+        # not kept with the dead letters.
+        django(on(host, WORKERS[0]), "import json; from workbench.celery import app; print(json.dumps(app.send_task('analysis.tasks.heartbeat', expires=2).id))")
         backlog = start_job(host, 300)
         # Leave 40 MB above the 100 MB disk-free limit, so that queued messages,
         # not the test, cross it. RabbitMQ checks the free space more often the
@@ -112,6 +115,7 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
     wait_done(host, backlog, 300)
     after = start_job(host, 20)
     wait_done(host, after, 20)
+    assert queue_depths(host).get("celery.dead-letter", 0) == 0, "a task that expired while no worker consumed was kept"
 
 
 def test_a_leaking_task_is_contained_by_max_memory_per_child(host):

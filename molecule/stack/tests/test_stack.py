@@ -155,7 +155,8 @@ def test_a_run_cut_off_after_the_switch_is_healed_by_the_next_run(host, tmp_path
     django role switched its release (the log directory cannot be made under /proc), so nothing that play
     would have restarted restarts; the next plain run must bring both units onto the live release."""
     worker = on(host, WORKERS[0])
-    source = release_with_new_task(tmp_path, "v3")
+    # The live code (v2's task, which the web hosts publish) as a new release.
+    source = release_with_new_task(tmp_path, "v2", version="v3")
     limit = ["--limit", WORKERS[0], "-e", f"django_source_path={source}"]
     cut = playbook("playbooks/deploy.yml", *limit, "-e", "celery_worker_log_dir=/proc/cut-off", check=False, secrets=SECRETS)
     assert cut.returncode != 0
