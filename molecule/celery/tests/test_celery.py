@@ -1,19 +1,12 @@
 """Behaviour of the workers and beat: real tasks over AMQP, recycled children, warm stops, redelivery, one beat."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-
 from bundletest import units
-
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-APP = "workbench"
+from bundletest.common import APP, django, on, playbook, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +19,6 @@ def right_tier(request, groups):
     tier = next((tier for tier in ("beat", "broker") if request.node.name.startswith(f"test_{tier}_")), "workers")
     if tier not in groups:
         pytest.skip(f"a {tier} host test")
-
-
-def django(host, code, timeout=120):
-    """Run Python in the deployed project (its settings, its Celery app) and return its last line as JSON."""
-    out = host.check_output(f"timeout {timeout} {APP}-manage shell --no-startup --command {json.dumps(code)}")
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def send(host, task, args=(), queue="celery", count=1, timeout=90):
@@ -49,21 +36,6 @@ def sleep_run(host, token):
         f"r = SleepRun.objects.filter(token={token!r}).values('hostname', 'finished_at').first(); "
         "print(json.dumps(r and {'hostname': r['hostname'], 'finished': r['finished_at'] is not None}))"
     ))
-
-
-def wait_for(predicate, timeout=60, interval=1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
-
-
-def on(host, name):
-    """The same test host seen under another inventory name."""
-    return host.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def test_a_task_reaches_a_worker_of_the_right_pool(host):
@@ -166,10 +138,7 @@ def test_beat_logs_rotate_and_beat_keeps_logging(host):
 def test_beat_on_two_hosts_is_refused_before_any_change(host, tmp_path):
     second_beat = tmp_path / "second-beat.yml"
     second_beat.write_text("all:\n  children:\n    beat:\n      hosts:\n        celery-worker13:\n")
-    run = subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(second_beat), "playbooks/beat.yml"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=600,
-    )
+    run = playbook("-i", str(second_beat), "playbooks/beat.yml", check=False)
     assert run.returncode != 0
     output = run.stdout + run.stderr
     assert "celery_beat_hosts" in output and "exactly one" in output, output[-2000:]

@@ -43,6 +43,7 @@ def test_a_broker_restart_in_a_burst_loses_no_task_and_workers_reconnect_alone(h
     time.sleep(3)
     on(host, "stack-broker").check_output("systemctl restart rabbitmq-server")
     state = wait_done(host, job, parts)
+    print(f"broker restart: {parts}/{parts} done, by {state['processed_by']}")
     assert set(state["processed_by"]) == set(WORKERS)
     assert {name: started_at(on(host, name), "celery-worker@default") for name in WORKERS} == workers_started
 
@@ -175,6 +176,7 @@ def test_a_setting_that_needs_a_restart_pauses_the_workers_and_no_task_fails(hos
     assert on(host, "stack-db").check_output("runuser -u postgres -- psql -Atc 'show max_connections'") == "120"
     wait_done(host, job, parts)
     assert retries_logged(host) == retries_before, "a task met the database restart and had to retry"
+    print(f"planned database restart: {parts}/{parts} done, {retries_logged(host) - retries_before} retries")
     # Back to the inventory's setting, the same way.
     playbook("playbooks/database.yml", secrets=SECRETS)
     assert on(host, "stack-db").check_output("runuser -u postgres -- psql -Atc 'show max_connections'") == "100"

@@ -94,6 +94,7 @@ def test_a_release_that_adds_a_task_rolls_out_under_load_and_loses_nothing(host,
     states = wait_finished(host, jobs)
     assert sum(state["done"] for state in states.values()) == 10 * len(jobs), [s for s in states.values() if s["done"] != 10][:3]
     assert sum(state["failed"] for state in states.values()) == 0
+    print(f"rollout under load: {len(jobs)} jobs ({10 * len(jobs)} parts) accepted during deploy.yml, all done, none failed")
     assert_every_unit_runs(host, release_id(host, source))
     assert "analyse_item_v2" in on(host, "stack-web").check_output(f"cat /srv/{APP}/current/analysis/jobs.py")
 
@@ -144,6 +145,7 @@ def test_a_new_worker_over_ssh_while_another_is_down_gets_the_live_release(host,
         job = start_job(host, 600)
         state = wait_finished(host, [job])[job]
         assert "stack-spare" in state["processed_by"], state["processed_by"]
+        print(f"add-worker with stack-worker2 down: 600 parts, processed by {state['processed_by']}")
     finally:
         subprocess.run(["docker", "start", "stack-worker2"], check=True, capture_output=True)
         worker2 = on(host, "stack-worker2")
