@@ -1,12 +1,13 @@
 """Behaviour of the workers and beat: real tasks over AMQP, recycled children, warm stops, redelivery, one beat."""
 
 import json
+import shutil
 import time
 import uuid
 
 import pytest
 from bundletest import units
-from bundletest.common import APP, django, on, playbook, wait_for
+from bundletest.common import APP, PROJECT, django, on, playbook, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,26 @@ def test_broker_takes_a_relative_disk_limit_written_as_an_integer(host):
     status = json.loads(host.check_output("rabbitmq-diagnostics --quiet status --formatter json"))
     assert status["disk_free_limit"] == 2147483648
     assert "disk_free_limit.relative = 1.0" in host.file("/etc/rabbitmq/rabbitmq.conf").content_string
+
+
+def test_a_project_that_ignores_the_pools_settings_is_refused(host, tmp_path):
+    """A project whose settings do not take CELERY_* from the environment, and that acks early: the pool's
+    late acks never reach Celery, and the run must say so instead of losing a killed worker's task quietly."""
+    if host.backend.host != "celery-worker13":
+        pytest.skip("one worker is enough")
+    source = tmp_path / "ignores-environment"
+    shutil.copytree(PROJECT / "files/demo-project", source, ignore=shutil.ignore_patterns("__pycache__"))
+    settings = source / "workbench/settings.py"
+    text = settings.read_text().replace("CELERY_TASK_ACKS_LATE = True", "CELERY_TASK_ACKS_LATE = False")
+    settings.write_text(text.replace('if _name.startswith("CELERY_"):', 'if _name.startswith("CELERY_") and False:'))
+    limit = ["--limit", host.backend.host]
+    try:
+        run = playbook("playbooks/workers.yml", *limit, "-e", f"django_source_path={source}", check=False)
+        assert run.returncode != 0
+        assert "the project's Celery app ignores task_acks_late (the pool asks for True, the app runs with False)" \
+            in run.stdout, run.stdout[-3000:]
+        assert "broker_heartbeat (the pool asks for 30, the app runs with 120" in run.stdout
+    finally:
+        playbook("playbooks/workers.yml", *limit)
+    settings_now = json.loads(host.check_output("celery-worker-control settings default"))
+    assert settings_now["task_acks_late"] is True and settings_now["broker_heartbeat"] == 30

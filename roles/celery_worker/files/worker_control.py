@@ -3,6 +3,7 @@
     worker_control.py APP pause POOL=QUEUE[,QUEUE] ... [--timeout SECONDS]
     worker_control.py APP resume POOL=QUEUE[,QUEUE] ...
     worker_control.py APP requeue-dead-letters POOL=QUEUE[,QUEUE] ... [--queue QUEUE]
+    worker_control.py APP settings POOL=QUEUE[,QUEUE] ...
 
 pause cancels each pool's consumers on this host, so the broker keeps new messages in their queues,
 then waits until the pool has no task running or reserved: afterwards nothing on this host touches the
@@ -11,9 +12,12 @@ requeue-dead-letters moves what the broker dead-lettered (a task no worker knew,
 decoded) from each queue's <queue>.dead-letter back to where it was first published (with publisher
 confirms when the project's Celery app asks for them), once the cause is fixed. Run with
 the project's environment (settings, broker URL) by the role's wrapper, as the project's user.
+settings prints, as JSON, the reliability settings the project's Celery app really ends up with in this
+environment (a project that does not read them from the environment ignores what the role writes).
 """
 
 import argparse
+import json
 import socket
 import sys
 import time
@@ -41,6 +45,9 @@ def busy(app, nodes):
 
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
+# The settings the role asks for through the pool's environment file.
+RELIABILITY_SETTINGS = ["task_acks_late", "task_reject_on_worker_lost", "broker_heartbeat",
+                        "worker_cancel_long_running_tasks_on_connection_loss"]
 
 
 def requeue_dead_letters(app, queue):
@@ -74,12 +81,15 @@ def requeue_dead_letters(app, queue):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("app")
-    parser.add_argument("action", choices=["pause", "resume", "requeue-dead-letters"])
+    parser.add_argument("action", choices=["pause", "resume", "requeue-dead-letters", "settings"])
     parser.add_argument("pools", nargs="+", metavar="POOL=QUEUES")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--queue", action="append", help="only these queues (requeue-dead-letters)")
     args = parser.parse_args()
     app = find_app(args.app)
+    if args.action == "settings":
+        print(json.dumps({name: app.conf.get(name) for name in RELIABILITY_SETTINGS}))
+        return
     pools = nodes_and_queues(args.pools)
     if args.action == "requeue-dead-letters":
         queues = args.queue or sorted({queue for queues in pools.values() for queue in queues})
