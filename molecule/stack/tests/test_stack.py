@@ -116,7 +116,9 @@ def test_a_message_no_worker_can_run_is_kept_in_the_dead_letter_queue_and_can_be
     # The documented command sends it back; no worker knows the task yet, so it is rejected and kept again.
     out = worker.check_output("celery-worker-control requeue-dead-letters")
     assert re.search(r"celery[.]dead-letter: [1-9][0-9]* message[(]s[)] sent back", out), out
-    assert wait_for(lambda: rejections(host, task_id) == 2, timeout=60), "the requeued message was not delivered again"
+    # Delivered again and rejected again: a second rejection logged (a busy worker may take a while to log it).
+    assert wait_for(lambda: rejections(host, task_id) >= 2, timeout=180), \
+        f"the requeued message was not delivered again ({rejections(host, task_id)} rejection(s) logged)"
     assert wait_for(lambda: queue_depths(host).get("celery.dead-letter", 0) >= 1, timeout=60)
 
 
