@@ -45,9 +45,6 @@ def busy(app, nodes):
 
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
-# The settings the role asks for through the pool's environment file.
-RELIABILITY_SETTINGS = ["task_acks_late", "task_reject_on_worker_lost", "broker_heartbeat",
-                        "worker_cancel_long_running_tasks_on_connection_loss"]
 
 
 def requeue_dead_letters(app, queue):
@@ -85,10 +82,11 @@ def main():
     parser.add_argument("pools", nargs="+", metavar="POOL=QUEUES")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--queue", action="append", help="only these queues (requeue-dead-letters)")
+    parser.add_argument("--setting", action="append", default=[], help="a setting to print (settings)")
     args = parser.parse_args()
     app = find_app(args.app)
     if args.action == "settings":
-        print(json.dumps({name: app.conf.get(name) for name in RELIABILITY_SETTINGS}))
+        print(json.dumps({name: app.conf.get(name) for name in args.setting}))
         return
     pools = nodes_and_queues(args.pools)
     if args.action == "requeue-dead-letters":
