@@ -35,10 +35,11 @@ images: engine
 	@scripts/build-base-image.sh 12 $(DEBIAN12_IMAGE)
 	@scripts/build-base-image.sh 13 $(DEBIAN13_IMAGE)
 
-lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), role READMEs against their argument specs
+lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), role READMEs against their argument specs, no repeated blocks
 	yamllint --strict .
 	ansible-lint
 	python scripts/check-role-docs.py
+	python scripts/check-repeats.py
 
 test: setup lint ## Run every test: lint, the inventories' checks, then each Molecule scenario
 	python -m pytest -q tests

@@ -46,6 +46,11 @@ CASES = {
     "beat's state directory outside /var/lib": (
         "beat.yml", {"celery_beat_state_dir": "/srv/beat"}, "celery_beat_state_dir must be under /var/lib"),
     "beat's log level unknown": ("beat.yml", {"celery_beat_log_level": "LOUD"}, "celery_beat_log_level must be one of"),
+    "worker log directory with a space": (
+        "workers.yml", {"celery_worker_log_dir": "/var/log/celery worker"}, "celery_worker_log_dir must be an absolute path"),
+    "beat's extra writable path relative": (
+        "beat.yml", {"celery_beat_read_write_paths": ["var/tmp"]}, "celery_beat_read_write_paths must list absolute paths"),
+    "worker user name with a capital": ("workers.yml", {"celery_worker_user": "Workbench"}, "celery_worker_user must be a system user"),
     "malformed disk limit": ("broker.yml", {"rabbitmq_disk_free_limit_absolute": "12XB"}, "rabbitmq_disk_free_limit_absolute"),
     "memory watermark above 1": ("broker.yml", {"rabbitmq_vm_memory_high_watermark": 1.5}, "rabbitmq_vm_memory_high_watermark"),
     "consumer timeout of 0": ("broker.yml", {"rabbitmq_consumer_timeout_seconds": 0}, "rabbitmq_consumer_timeout_seconds must be at least 1"),
