@@ -6,6 +6,7 @@ import time
 import urllib.parse
 
 import pytest
+import yaml
 from bundletest.common import APP, PROJECT, http_json, on
 
 WORKERS = ["stack-worker1", "stack-worker2"]
@@ -25,11 +26,15 @@ UNITS = {
     "stack-worker1": ["celery-worker@default.service", "celery-beat.service"],
     "stack-worker2": ["celery-worker@default.service"],
 }
-DB_PASSWORD = "stack-db-p@ss:w/rd%#?"
-MQ_PASSWORD = "stack-mq-p@ss:w/rd%#?"
+# The scenario's fixtures, as its inventory links them.
+FIXTURES = {group: yaml.safe_load((PROJECT / "molecule/shared/inventory/group_vars" / f"{group}.yml").read_text())
+            for group in ("all", "broker")}
+DB_PASSWORD = FIXTURES["all"]["fixture_db_password"]
+MQ_PASSWORD = FIXTURES["all"]["fixture_mq_password"]
 # As written, and as they appear URL-encoded in the connection strings.
 SECRETS = [DB_PASSWORD, MQ_PASSWORD, urllib.parse.quote(DB_PASSWORD, safe=""), urllib.parse.quote(MQ_PASSWORD, safe=""),
-           "stack-ops-password", "stack-secret-key-0123456789", "stack-cookie-0123456789"]
+           FIXTURES["all"]["fixture_ops_password"], FIXTURES["all"]["django_secret_key"],
+           FIXTURES["broker"]["rabbitmq_erlang_cookie"]]
 
 
 def start_job(host, parts):
