@@ -22,8 +22,22 @@ def test_a_configuration_run_in_check_mode_changes_nothing_and_runs_every_shared
 
 def test_check_mode_runs_the_release_checks_and_reports_exactly_a_changed_setting():
     """The whole web tier in check mode, deploy steps included: the release's checks (check --deploy, the
-    DEBUG probe) run against the live release, and the one changed setting is the one change reported."""
-    run = playbook("playbooks/web.yml", "--check", "--diff", "-e", "gunicorn_timeout_seconds=31", secrets=SECRETS)
+    DEBUG and publisher probe) run against the live release, and the one changed setting is the one change
+    reported. The publisher check at its default level warns about a retry window shorter than asked."""
+    run = playbook("playbooks/web.yml", "--check", "--diff", "-e", "gunicorn_timeout_seconds=31",
+                   "-e", "django_publisher_retry_seconds=3600", secrets=SECRETS)
     assert changed_tasks(run) == [("stack-web", "gunicorn : Install the service unit")], changed_tasks(run)
     assert "+  --timeout 31 --graceful-timeout" in run.stdout
     assert "django : Refuse a release that runs with DEBUG on" in run.stdout
+    assert ("can lose tasks it publishes: task_publish_retry_policy retries for 17.0 s, less than"
+            " django_publisher_retry_seconds (3600 s" in run.stdout), run.stdout[-3000:]
+
+
+def test_a_release_that_publishes_with_too_short_a_retry_is_refused_at_the_fail_level():
+    """The demo retries a publish for 17 s; asked for an hour at django_publisher_check: fail, the release is
+    refused before the switch, with the setting named, and nothing changes."""
+    run = playbook("playbooks/web.yml", "--check", "-e", "django_publisher_check=fail",
+                   "-e", "django_publisher_retry_seconds=3600", secrets=SECRETS, check=False)
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert "task_publish_retry_policy retries for 17.0 s" in run.stdout and "The live release was not changed" in run.stdout
+    assert all(counts["changed"] == 0 for counts in recap(run).values()), changed_tasks(run)
