@@ -10,18 +10,6 @@ from bundletest import units
 from bundletest.common import APP, PROJECT, django, on, playbook, wait_for
 
 
-@pytest.fixture(scope="module")
-def groups(host):
-    return host.ansible.get_variables()["group_names"]
-
-
-@pytest.fixture(autouse=True)
-def right_tier(request, groups):
-    tier = next((tier for tier in ("beat", "broker") if request.node.name.startswith(f"test_{tier}_")), "workers")
-    if tier not in groups:
-        pytest.skip(f"a {tier} host test")
-
-
 def send(host, task, args=(), queue="celery", count=1, timeout=90):
     """Publish `count` tasks through the app's Celery configuration and wait for every result."""
     return django(host, (
@@ -68,12 +56,17 @@ def test_debug_is_off_so_workers_keep_no_queries(host):
     assert send(host, "query_db", args=(50,)) == [0]
 
 
-def test_stopping_a_worker_lets_its_running_task_finish(host):
-    token = f"warm-stop-{uuid.uuid4().hex[:8]}"
-    django(host, f"from analysis import tasks; tasks.sleep_for.apply_async(({token!r}, 8), queue='slow'); print(1)")
+def start_sleep(host, name, seconds):
+    """A task that sleeps on the slow pool; (its token, the worker host that runs it) once it started."""
+    token = f"{name}-{uuid.uuid4().hex[:8]}"
+    django(host, f"from analysis import tasks; tasks.sleep_for.apply_async(({token!r}, {seconds}), queue='slow'); print(1)")
     runner = wait_for(lambda: (sleep_run(host, token) or {}).get("hostname"))
     assert runner, "the task never started"
-    worker = on(host, runner)
+    return token, on(host, runner)
+
+
+def test_stopping_a_worker_lets_its_running_task_finish(host):
+    token, worker = start_sleep(host, "warm-stop", 8)
     started = time.monotonic()
     worker.check_output("systemctl stop celery-worker@slow")
     try:
@@ -84,11 +77,7 @@ def test_stopping_a_worker_lets_its_running_task_finish(host):
 
 
 def test_a_task_of_a_killed_worker_is_redelivered_and_completes(host):
-    token = f"killed-{uuid.uuid4().hex[:8]}"
-    django(host, f"from analysis import tasks; tasks.sleep_for.apply_async(({token!r}, 6), queue='slow'); print(1)")
-    runner = wait_for(lambda: (sleep_run(host, token) or {}).get("hostname"))
-    assert runner, "the task never started"
-    worker = on(host, runner)
+    token, worker = start_sleep(host, "killed", 6)
     worker.check_output("systemctl kill --signal=SIGKILL celery-worker@slow")
     assert not sleep_run(host, token)["finished"]
     # systemd restarts the unit; the unacknowledged message goes to a live worker.

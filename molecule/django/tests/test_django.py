@@ -13,18 +13,6 @@ from bundletest.common import APP, PROJECT, http, playbook, wait_for
 BASE = f"/srv/{APP}"
 
 
-@pytest.fixture(scope="module")
-def groups(host):
-    return host.ansible.get_variables()["group_names"]
-
-
-@pytest.fixture(autouse=True)
-def right_tier(request, groups):
-    tier = "database" if request.node.name.startswith("test_database_") else "web"
-    if tier not in groups:
-        pytest.skip(f"a {tier} host test")
-
-
 def test_health_view_answers_through_nginx_with_the_database_behind_it(host):
     status, headers, body = http(host, "/health/")
     assert status == 200, body
