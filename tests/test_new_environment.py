@@ -9,7 +9,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 HOSTS = {"broker": ["mq1.qa"], "database": ["db1.qa"], "web": ["web1.qa", "web2.qa"],
-         "workers": ["worker1.qa", "worker2.qa"], "beat": ["worker1.qa"]}
+         "workers": ["worker1.qa", "worker2.qa"], "beat": ["worker1.qa"], "monitoring": ["mon1.qa"]}
 
 
 def ansible(*args, check=True):
@@ -47,7 +47,8 @@ def test_a_scaffolded_environment_passes_every_input_check(tmp_path):
     checks = ansible("ansible-playbook", "-i", str(environment), "playbooks/preflight.yml", "--vault-password-file",
                      str(password_file), "--skip-tags", "host_checks", "-e", "ansible_connection=local",
                      "-e", "ansible_become=false")
-    for role in ["rabbitmq", "postgresql", "django", "gunicorn", "nginx", "celery_worker", "celery_beat"]:
+    for role in ["rabbitmq", "postgresql", "django", "gunicorn", "nginx", "celery_worker", "celery_beat", "node_exporter",
+                 "alertmanager", "prometheus"]:
         assert f"{role} : Remember that the inputs of {role} were checked on this host" in checks.stdout, role
 
 

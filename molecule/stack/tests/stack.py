@@ -92,3 +92,27 @@ def release_with_new_task(tmp_path, name, version=None):
         jobs.write(f"\nITEM_TASK = tasks.analyse_item_{name}\n")
     (source / "analysis/static/analysis/version.txt").write_text(f"{version}\n")
     return source
+
+
+# --- the monitoring host -------------------------------------------------------
+
+MONITOR = "stack-monitor"
+
+
+def monitor_api(host, port, path):
+    """JSON from Prometheus (9090) or Alertmanager (9093), which listen on the monitoring host's loopback."""
+    return json.loads(on(host, MONITOR).check_output(f"curl -sf 'http://127.0.0.1:{port}{path}'"))
+
+
+def firing(host, alertname):
+    """The alert's firing instances in Prometheus (their labels)."""
+    alerts = monitor_api(host, 9090, "/api/v1/alerts")["data"]["alerts"]
+    return [a["labels"] for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
+def notifications(host, alertname, since=""):
+    """The webhook notifications the scenario's receiver got for one alert's group, oldest first; with since
+    (an RFC 3339 time), only those about alerts that started after it."""
+    lines = on(host, MONITOR).check_output("cat /var/lib/webhook-sink/received.jsonl 2>/dev/null || true").splitlines()
+    return [n for n in map(json.loads, lines) if n["groupLabels"].get("alertname") == alertname
+            and any(alert["startsAt"] > since for alert in n["alerts"])]

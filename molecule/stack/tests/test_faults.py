@@ -9,8 +9,8 @@ import time
 import pika.exceptions
 import pytest
 from bundletest import amqp as amqp_probe
-from bundletest.common import APP, django, http, http_json, on, playbook, started_at
-from stack import MQ_PASSWORD, SECRETS, WORKERS, queue_depths, start_job, wait_finished
+from bundletest.common import APP, django, http, http_json, on, playbook, started_at, wait_for
+from stack import MQ_PASSWORD, SECRETS, WORKERS, firing, queue_depths, start_job, wait_finished
 
 DATA_DIR = "/var/lib/rabbitmq/mnesia"
 DB_UNIT = "postgresql@17-main"
@@ -91,6 +91,8 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
                 pytest.fail("the broker refused a message: the volume filled up before the disk alarm blocked the publisher")
             assert blocked, f"{confirmed} messages of 1 MB were taken and the publisher was never blocked"
             assert "disk" in broker.check_output("rabbitmq-diagnostics --quiet alarms"), "the disk alarm was not raised"
+            # Someone is told: the monitoring host's alert fires while the alarm holds.
+            assert wait_for(lambda: firing(host, "BrokerDiskAlarm"), timeout=60), "the disk alarm's alert did not fire"
             started = time.monotonic()
             status, body = http_json(host, "/jobs/?parts=5", method="POST", timeout=60)
             seconds = time.monotonic() - started
@@ -103,6 +105,7 @@ def test_a_backlog_past_the_disk_alarm_blocks_publishers_and_loses_nothing(host)
         while "disk" in broker.check_output("rabbitmq-diagnostics --quiet alarms") and time.monotonic() < deadline:
             time.sleep(1)
         assert "disk" not in broker.check_output("rabbitmq-diagnostics --quiet alarms"), "the disk alarm did not clear"
+        assert wait_for(lambda: not firing(host, "BrokerDiskAlarm"), timeout=60), "the disk alarm's alert did not clear"
         # Every message the broker confirmed is still there (one more may have
         # been stored while its confirm was held back by the block).
         kept = len(amqp_probe.read_all(*amqp, "backlog", requeue=False))

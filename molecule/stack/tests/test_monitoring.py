@@ -1,0 +1,74 @@
+"""What watches the system: Prometheus scrapes every host and the broker's queues, the alert rules built from
+the inventory pass promtool and know this system's queues and pools, and a backlog with the workers stopped
+makes one grouped notification at the receiver, then a resolved one once the workers drain it. (The disk
+alarm's alert is checked with the disk alarm, in test_faults.)"""
+
+import datetime
+import time
+
+import yaml
+from bundletest.common import on, wait_for
+from stack import MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
+
+# Every host of a tier (the spare is none until add-worker.yml makes it a worker).
+SYSTEM_HOSTS = {"stack-broker", "stack-db", "stack-web", *WORKERS, MONITOR}
+
+
+def query(host, expression):
+    """The values of an instant PromQL query."""
+    result = monitor_api(host, 9090, "/api/v1/query?query=" + expression.replace(" ", "%20"))["data"]["result"]
+    return [float(sample["value"][1]) for sample in result]
+
+
+def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_system(host):
+    monitor = on(host, MONITOR)
+    monitor.check_output("promtool check config /etc/prometheus/prometheus.yml")
+    monitor.check_output("promtool check rules /etc/prometheus/rules/bundle.yml")
+    monitor.check_output("amtool check-config /etc/prometheus/alertmanager.yml")
+    rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
+             ["groups"][0]["rules"]}
+    assert {"QueueBacklog", "QueueWithoutConsumer", "FewerConsumersThanPools", "DeadLetters", "BrokerDiskAlarm",
+            "StoreVolumeFillingUp", "HostDown"} <= set(rules), sorted(rules)
+    assert 'queue=~"celery"' in rules["QueueBacklog"]["expr"] and "> 100" in rules["QueueBacklog"]["expr"]
+    # Two worker hosts with one pool each on the celery queue: two consumers expected.
+    assert 'label_replace(vector(2), "queue", "celery"' in rules["FewerConsumersThanPools"]["expr"]
+    assert all(rule["annotations"]["runbook"] for rule in rules.values())
+
+
+def test_every_host_and_the_broker_s_queues_are_scraped(host):
+    def targets():
+        return monitor_api(host, 9090, "/api/v1/targets")["data"]["activeTargets"]
+
+    assert wait_for(lambda: all(t["health"] == "up" for t in targets()), timeout=60), \
+        [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets() if t["health"] != "up"]
+    nodes = {t["labels"]["instance"].split(":")[0] for t in targets() if t["labels"]["job"] == "node"}
+    assert nodes == SYSTEM_HOSTS
+    consumers = wait_for(lambda: query(host, 'rabbitmq_detailed_queue_consumers{queue="celery"}'), timeout=60)
+    assert consumers == [2.0], consumers
+
+
+def test_a_backlog_with_the_workers_stopped_makes_one_grouped_notification_then_a_resolved_one(host):
+    since = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    workers = [on(host, name) for name in WORKERS]
+    for worker in workers:
+        worker.check_output("systemctl stop celery-worker@default")
+    try:
+        job = start_job(host, 300)
+        assert wait_for(lambda: notifications(host, "QueueBacklog", since), timeout=180), \
+            f"no backlog notification; alerts: {monitor_api(host, 9093, '/api/v2/alerts')}"
+        first = notifications(host, "QueueBacklog", since)[0]
+        assert first["status"] == "firing" and first["groupLabels"] == {"alertname": "QueueBacklog", "queue": "celery"}
+        assert first["alerts"][0]["annotations"]["runbook"]
+        assert wait_for(lambda: notifications(host, "QueueWithoutConsumer", since), timeout=60)
+        # The backlog stays past the threshold: still one notification for its group.
+        time.sleep(20)
+        assert [n["status"] for n in notifications(host, "QueueBacklog", since)] == ["firing"]
+    finally:
+        for worker in workers:
+            worker.check_output("systemctl start celery-worker@default")
+    state = wait_finished(host, [job])[job]
+    assert (state["done"], state["failed"]) == (300, 0), state
+    # Resolved at the group's next interval (1 minute in the scenario).
+    statuses = lambda: [n["status"] for n in notifications(host, "QueueBacklog", since)]  # noqa: E731
+    assert wait_for(lambda: statuses() == ["firing", "resolved"], timeout=240), statuses()
+    print(f"backlog of 300 with the workers stopped: notifications {statuses()}")
