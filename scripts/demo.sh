@@ -15,18 +15,22 @@ case "${1:-}" in
     cat <<TEXT
 
 The stack is up: broker (its store on its own volume), database, web, two
-workers and beat, each in its own container.
+workers (beat on the first), and a monitoring host, each in its own container.
 
   Web app        http://localhost:$port/health/
+  Prometheus     http://localhost:${STACK_PROMETHEUS_PORT:-9090}/alerts
+  Alertmanager   http://localhost:${STACK_ALERTMANAGER_PORT:-9093}/
+  RabbitMQ       http://localhost:${STACK_RABBITMQ_PORT:-15672}/  (user ops, fixture-ops-password)
   Start a job    curl -X POST 'http://localhost:$port/jobs/?parts=500'
   Follow it      curl http://localhost:$port/jobs/<id>/
   Queues         docker exec stack-broker rabbitmqctl list_queues -p workbench name messages consumers
   Alarms         docker exec stack-broker rabbitmq-diagnostics alarms
   Worker logs    docker exec stack-worker1 tail -f /var/log/celery/default.log
-  Beat log       docker exec stack-beat tail -f /var/log/celery/beat.log
+  Beat log       docker exec stack-worker1 tail -f /var/log/celery/beat.log
+  Notifications  docker exec stack-monitor cat /var/lib/webhook-sink/received.jsonl
   Deploy history docker exec stack-web cat /srv/workbench/deploys.log
 
-Test passwords are in molecule/$scenario/molecule.yml. Tear it down with: make demo-down
+Test passwords are in molecule/shared/inventory/group_vars. Tear it down with: make demo-down
 TEXT
     ;;
   down)
