@@ -101,7 +101,8 @@ MONITOR = "stack-monitor"
 
 def monitor_api(host, port, path):
     """JSON from Prometheus (9090) or Alertmanager (9093), which listen on the monitoring host's loopback."""
-    return json.loads(on(host, MONITOR).check_output(f"curl -sf 'http://127.0.0.1:{port}{path}'"))
+    fetch = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    return json.loads(on(host, MONITOR).check_output(f"python3 -c '{fetch}' 'http://127.0.0.1:{port}{path}'"))
 
 
 def firing(host, alertname):

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from bundletest.common import APP, django, http_json, live_release, on, playbook, running_release, started_at, wait_for
-from stack import (APP_UNITS, DJANGO_HOSTS, SECRETS, UNITS, WORKERS, queue_depths, release_with_new_task, start_job,
-                   wait_finished)
+from stack import (APP_UNITS, DJANGO_HOSTS, SECRETS, UNITS, WORKERS, monitor_api, queue_depths, release_with_new_task,
+                   start_job, wait_finished)
 
 
 def test_a_job_splits_into_small_tasks_that_both_workers_process(host):
@@ -148,6 +148,10 @@ def test_a_new_worker_over_ssh_while_another_is_down_gets_the_live_release(host,
         state = wait_finished(host, [job])[job]
         assert "stack-spare" in state["processed_by"], state["processed_by"]
         print(f"add-worker with stack-worker2 down: 600 parts, processed by {state['processed_by']}")
+        # The monitoring host watches it from now on.
+        assert wait_for(lambda: any(t["labels"]["instance"] == "stack-spare:9100" and t["health"] == "up"
+                                    for t in monitor_api(host, 9090, "/api/v1/targets")["data"]["activeTargets"]),
+                        timeout=60), "the new worker is not scraped"
     finally:
         subprocess.run(["docker", "start", "stack-worker2"], check=True, capture_output=True)
         worker2 = on(host, "stack-worker2")
