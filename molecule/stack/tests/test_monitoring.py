@@ -43,8 +43,14 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
         [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets() if t["health"] != "up"]
     nodes = {t["labels"]["instance"].split(":")[0] for t in targets() if t["labels"]["job"] == "node"}
     assert nodes == SYSTEM_HOSTS
-    consumers = wait_for(lambda: query(host, 'rabbitmq_detailed_queue_consumers{queue="celery"}'), timeout=60)
-    assert consumers == [2.0], consumers
+    # One consumer per pool on each worker host, once the earlier tests' paused or restarted workers are back
+    # and a scrape has seen them (the first answer may be a few seconds old).
+    def consumers():
+        return query(host, 'rabbitmq_detailed_queue_consumers{queue="celery"}')
+
+    assert wait_for(lambda: consumers() == [2.0], timeout=90), \
+        f"Prometheus sees {consumers()} consumers of celery; the broker lists: " + \
+        on(host, "stack-broker").check_output("rabbitmqctl --quiet list_consumers -p workbench")
 
 
 def test_a_backlog_with_the_workers_stopped_makes_one_grouped_notification_then_a_resolved_one(host):
