@@ -69,16 +69,31 @@ def changed_tasks(run):
     return found
 
 
+_ADDRESSES = {}
+
+
+def address(host):
+    """The host's address on the scenario's network, asked once per test run: the tests that poll hundreds of
+    jobs a second would otherwise run as many commands on the host just to find it."""
+    name = host.backend.get_hostname()
+    if name not in _ADDRESSES:
+        _ADDRESSES[name] = host.interface("eth0").addresses[0]
+    return _ADDRESSES[name]
+
+
 def http(host, path, method="GET", timeout=30, headers=None):
     """(status, headers, body) of a request to the host's port 80 from the controller, as a client sends it."""
-    address = host.interface("eth0").addresses[0]
-    request = urllib.request.Request(f"http://{address}{path}", method=method,
+    request = urllib.request.Request(f"http://{address(host)}{path}", method=method,
                                      headers={"Host": "localhost", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()
+    except OSError:
+        # A container started again may come back at another address: ask again next time.
+        _ADDRESSES.pop(host.backend.get_hostname(), None)
+        raise
 
 
 def http_json(host, path, method="GET", timeout=30):
