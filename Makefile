@@ -41,9 +41,14 @@ lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), role RE
 	python scripts/check-role-docs.py
 	python scripts/check-repeats.py
 
-test: setup lint ## Run every test: lint, the inventories' checks, then each Molecule scenario
-	python -m pytest -q tests
-	@scripts/run-scenarios.sh $(SCENARIO)
+# The inventories' checks need no container: they run beside the scenarios
+# and their result is printed after the scenarios' summary.
+test: setup lint ## Run every test: lint, then the inventories' checks beside each Molecule scenario
+	@log=$$(mktemp); python -m pytest -q tests >"$$log" 2>&1 & checks=$$!; \
+	scripts/run-scenarios.sh $(SCENARIO); scenarios=$$?; \
+	wait $$checks; checks=$$?; \
+	echo "=== the inventories' checks (tests/)"; cat "$$log"; rm -f "$$log"; \
+	exit $$(( scenarios || checks ))
 
 bench: setup ## Measure converge time and throughput against their baselines (3 runs, about 11 min each)
 	@python scripts/bench/bench.py

@@ -1,6 +1,8 @@
-"""The broker under test: its inventory variables, its address, and the application user's credentials."""
+"""The broker under test: its inventory variables, its address, and the application user's credentials.
+The two brokers share nothing, so their tests run side by side."""
 
 import pytest
+from bundletest.hosts_side_by_side import pytest_xdist_make_scheduler  # noqa: F401 (a hook)
 
 
 @pytest.fixture(scope="module")
