@@ -67,6 +67,12 @@ CASES = {
         "broker.yml", {"rabbitmq_nodename": "rabbit@elsewhere"}, "belongs to rabbit@localhost, but the node would be rabbit@elsewhere"),
     "Erlang distribution on an address that is not one": (
         "broker.yml", {"rabbitmq_distribution_address": "localhost"}, "rabbitmq_distribution_address must be"),
+    "PostgreSQL exporter on a port above 65535": (
+        "monitoring.yml", {"postgres_exporter_port": 70000}, "postgres_exporter_port and postgres_exporter_database_port"),
+    "database connections ratio as a percentage": (
+        "monitoring.yml", {"monitoring_database_connections_max_ratio": 80}, "monitoring_database_connections_max_ratio a share"),
+    "scrape interval too long for the counters' rules": (
+        "monitoring.yml", {"monitoring_scrape_interval": "2m"}, "monitoring_scrape_interval at most 1m"),
     "database owned by an unknown user": (
         "database.yml", {"postgresql_databases": [{"name": "other", "owner": "nobody"}]}, "nobody"),
 }

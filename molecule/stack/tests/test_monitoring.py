@@ -4,6 +4,7 @@ makes one grouped notification at the receiver, then a resolved one once the wor
 alarm's alert is checked with the disk alarm, in test_faults.)"""
 
 import datetime
+import shlex
 import time
 
 import yaml
@@ -28,11 +29,52 @@ def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_syst
     rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
              ["groups"][0]["rules"]}
     assert {"QueueBacklog", "QueueWithoutConsumer", "FewerConsumersThanPools", "DeadLetters", "BrokerDiskAlarm",
-            "StoreVolumeFillingUp", "HostDown"} <= set(rules), sorted(rules)
+            "StoreVolumeFillingUp", "HostDown", "DatabaseDown", "DatabaseConnectionsNearLimit"} <= set(rules), sorted(rules)
     assert 'queue=~"celery"' in rules["QueueBacklog"]["expr"] and "> 100" in rules["QueueBacklog"]["expr"]
     # Two worker hosts with one pool each on the celery queue: two consumers expected.
     assert 'label_replace(vector(2), "queue", "celery"' in rules["FewerConsumersThanPools"]["expr"]
     assert all(rule["annotations"]["runbook"] for rule in rules.values())
+
+
+def test_a_delivery_held_near_the_consumer_timeout_alerts_and_a_queue_that_keeps_acking_does_not(host):
+    """promtool's rule test on the written rules: an hour of a stuck queue's and a busy queue's series, in a second."""
+    monitor = on(host, MONITOR)
+    rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
+             ["groups"][0]["rules"]}
+    held = rules["DeliveryHeldNearConsumerTimeout"]
+    # The broker's default consumer timeout (1800 s): the alert waits 80 % of it.
+    assert held["for"] == "1440s"
+    instance = 'instance="stack-broker:15692"'
+    series = {
+        # One task out for the whole hour, nothing acknowledged.
+        f'rabbitmq_detailed_queue_messages_unacked{{queue="celery",{instance}}}': "1x60",
+        f'rabbitmq_detailed_queue_messages_acked_total{{queue="celery",{instance}}}': "7x60",
+        # Not a queue the workers consume: never alerts.
+        f'rabbitmq_detailed_queue_messages_unacked{{queue="celery.dead-letter",{instance}}}': "1x60",
+        f'rabbitmq_detailed_queue_messages_acked_total{{queue="celery.dead-letter",{instance}}}': "0x60",
+    }
+    expected = [{"exp_labels": {"severity": held["labels"]["severity"], "queue": "celery"},
+                 "exp_annotations": {"runbook": held["annotations"]["runbook"],
+                                     "summary": held["annotations"]["summary"].replace("{{ $labels.queue }}", "celery")}}]
+    busy = {  # Four tasks always out, and acknowledged steadily: a busy queue, not a stuck one.
+        f'rabbitmq_detailed_queue_messages_unacked{{queue="celery",{instance}}}': "4x60",
+        f'rabbitmq_detailed_queue_messages_acked_total{{queue="celery",{instance}}}': "0+30x60",
+    }
+    unit_test = {
+        "rule_files": ["/etc/prometheus/rules/bundle.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m", "input_series": [{"series": k, "values": v} for k, v in series.items()],
+             "alert_rule_test": [
+                 {"eval_time": "20m", "alertname": "DeliveryHeldNearConsumerTimeout", "exp_alerts": []},
+                 {"eval_time": "30m", "alertname": "DeliveryHeldNearConsumerTimeout", "exp_alerts": expected}]},
+            {"interval": "1m", "input_series": [{"series": k, "values": v} for k, v in busy.items()],
+             "alert_rule_test": [{"eval_time": "50m", "alertname": "DeliveryHeldNearConsumerTimeout", "exp_alerts": []}]},
+        ],
+    }
+    monitor.check_output(f"printf %s {shlex.quote(yaml.safe_dump(unit_test))} > /tmp/held-delivery-test.yml")
+    run = monitor.run("promtool test rules /tmp/held-delivery-test.yml")
+    assert run.rc == 0, run.stdout + run.stderr
 
 
 def test_every_host_and_the_broker_s_queues_are_scraped(host):
@@ -43,6 +85,12 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
         [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets() if t["health"] != "up"]
     nodes = {t["labels"]["instance"].split(":")[0] for t in targets() if t["labels"]["job"] == "node"}
     assert nodes == SYSTEM_HOSTS
+    databases = {t["labels"]["instance"] for t in targets() if t["labels"]["job"] == "postgres"}
+    assert databases == {"stack-db:9187"}
+    # The exporter reaches the server (its own target is up even when it cannot) and reads its settings.
+    assert wait_for(lambda: query(host, "pg_up") == [1.0], timeout=60), query(host, "pg_up")
+    assert query(host, "pg_settings_max_connections") == [100.0]
+    assert query(host, "sum(pg_stat_activity_count)")[0] >= 1
     # One consumer per pool on each worker host, once the earlier tests' paused or restarted workers are back
     # and a scrape has seen them (the first answer may be a few seconds old).
     def consumers():
