@@ -70,9 +70,12 @@ CASES = {
     "PostgreSQL exporter on a port above 65535": (
         "monitoring.yml", {"postgres_exporter_port": 70000}, "postgres_exporter_port and postgres_exporter_database_port"),
     "database connections ratio as a percentage": (
-        "monitoring.yml", {"monitoring_database_connections_max_ratio": 80}, "monitoring_database_connections_max_ratio a share"),
+        "monitoring.yml", {"monitoring_database_connections_max_ratio": 80}, "monitoring_database_connections_max_ratio a share of PostgreSQL"),
     "scrape interval too long for the counters' rules": (
         "monitoring.yml", {"monitoring_scrape_interval": "2m"}, "monitoring_scrape_interval at most 1m"),
+    "a relative log for mtail": ("monitoring.yml", {"mtail_logs": ["nginx/app.access.log"]}, "mtail_logs must list absolute paths"),
+    "web error ratio as a percentage": (
+        "monitoring.yml", {"monitoring_web_5xx_max_ratio": 5}, "monitoring_web_5xx_max_ratio a share of the web"),
     "database owned by an unknown user": (
         "database.yml", {"postgresql_databases": [{"name": "other", "owner": "nobody"}]}, "nobody"),
 }

@@ -6,9 +6,10 @@ alarm's alert is checked with the disk alarm, in test_faults.)"""
 import datetime
 import shlex
 import time
+import urllib.parse
 
 import yaml
-from bundletest.common import on, wait_for
+from bundletest.common import http, on, wait_for
 from stack import MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
 
 # Every host of a tier (the spare is none until add-worker.yml makes it a worker).
@@ -17,7 +18,7 @@ SYSTEM_HOSTS = {"stack-broker", "stack-db", "stack-web", *WORKERS, MONITOR}
 
 def query(host, expression):
     """The values of an instant PromQL query."""
-    result = monitor_api(host, 9090, "/api/v1/query?query=" + expression.replace(" ", "%20"))["data"]["result"]
+    result = monitor_api(host, 9090, "/api/v1/query?query=" + urllib.parse.quote(expression))["data"]["result"]
     return [float(sample["value"][1]) for sample in result]
 
 
@@ -29,7 +30,8 @@ def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_syst
     rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
              ["groups"][0]["rules"]}
     assert {"QueueBacklog", "QueueWithoutConsumer", "FewerConsumersThanPools", "DeadLetters", "BrokerDiskAlarm",
-            "StoreVolumeFillingUp", "HostDown", "DatabaseDown", "DatabaseConnectionsNearLimit"} <= set(rules), sorted(rules)
+            "StoreVolumeFillingUp", "HostDown", "DatabaseDown", "DatabaseConnectionsNearLimit", "WebErrors",
+            "DeliveryHeldNearConsumerTimeout"} <= set(rules), sorted(rules)
     assert 'queue=~"celery"' in rules["QueueBacklog"]["expr"] and "> 100" in rules["QueueBacklog"]["expr"]
     # Two worker hosts with one pool each on the celery queue: two consumers expected.
     assert 'label_replace(vector(2), "queue", "celery"' in rules["FewerConsumersThanPools"]["expr"]
@@ -85,8 +87,8 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
         [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets() if t["health"] != "up"]
     nodes = {t["labels"]["instance"].split(":")[0] for t in targets() if t["labels"]["job"] == "node"}
     assert nodes == SYSTEM_HOSTS
-    databases = {t["labels"]["instance"] for t in targets() if t["labels"]["job"] == "postgres"}
-    assert databases == {"stack-db:9187"}
+    by_job = lambda job: {t["labels"]["instance"] for t in targets() if t["labels"]["job"] == job}  # noqa: E731
+    assert by_job("postgres") == {"stack-db:9187"} and by_job("web") == {"stack-web:3903"}
     # The exporter reaches the server (its own target is up even when it cannot) and reads its settings.
     assert wait_for(lambda: query(host, "pg_up") == [1.0], timeout=60), query(host, "pg_up")
     assert query(host, "pg_settings_max_connections") == [100.0]
@@ -99,6 +101,30 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
     assert wait_for(lambda: consumers() == [2.0], timeout=90), \
         f"Prometheus sees {consumers()} consumers of celery; the broker lists: " + \
         on(host, "stack-broker").check_output("rabbitmqctl --quiet list_consumers -p workbench")
+
+
+def test_every_5xx_the_web_answers_is_counted_and_the_error_rule_reads_it(host):
+    """Gunicorn stopped behind nginx: each request is a 502 in nginx's log, counted by mtail, scraped by Prometheus."""
+    def answered_502():
+        return sum(query(host, 'nginx_http_responses_total{status="502",instance="stack-web:3903"}'))
+
+    before = answered_502()
+    host.check_output("systemctl stop gunicorn.socket gunicorn.service")
+    try:
+        # One first, seen by a scrape: a rate needs the series before the burst (mtail makes it at its first 502).
+        statuses = [http(host, "/health/")[0]]
+        assert wait_for(lambda: answered_502() > before, timeout=60), "the first 502 was never scraped"
+        statuses += [http(host, "/health/")[0] for _ in range(29)]
+    finally:
+        host.check_output("systemctl start gunicorn.socket")
+    assert statuses == [502] * 30, statuses
+    assert http(host, "/health/")[0] == 200
+    assert wait_for(lambda: answered_502() - before == 30, timeout=60), answered_502() - before
+    rules = {rule["alert"]: rule for rule in yaml.safe_load(on(host, MONITOR).file("/etc/prometheus/rules/bundle.yml")
+                                                             .content_string)["groups"][0]["rules"]}
+    # The rule's ratio, without its threshold, on the live series: the names and labels it reads exist.
+    share = query(host, rules["WebErrors"]["expr"].rsplit(">", 1)[0])
+    assert share and share[0] > 0, share
 
 
 def test_a_backlog_with_the_workers_stopped_makes_one_grouped_notification_then_a_resolved_one(host):
