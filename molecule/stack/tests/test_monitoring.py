@@ -22,13 +22,18 @@ def query(host, expression):
     return [float(sample["value"][1]) for sample in result]
 
 
+def written_rules(host):
+    """The alert rules the prometheus role wrote on the monitoring host, by alert name."""
+    text = on(host, MONITOR).file("/etc/prometheus/rules/bundle.yml").content_string
+    return {rule["alert"]: rule for rule in yaml.safe_load(text)["groups"][0]["rules"]}
+
+
 def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_system(host):
     monitor = on(host, MONITOR)
     monitor.check_output("promtool check config /etc/prometheus/prometheus.yml")
     monitor.check_output("promtool check rules /etc/prometheus/rules/bundle.yml")
     monitor.check_output("amtool check-config /etc/prometheus/alertmanager.yml")
-    rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
-             ["groups"][0]["rules"]}
+    rules = written_rules(host)
     assert {"QueueBacklog", "QueueWithoutConsumer", "FewerConsumersThanPools", "DeadLetters", "BrokerDiskAlarm",
             "StoreVolumeFillingUp", "HostDown", "DatabaseDown", "DatabaseConnectionsNearLimit", "WebErrors",
             "DeliveryHeldNearConsumerTimeout"} <= set(rules), sorted(rules)
@@ -41,8 +46,7 @@ def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_syst
 def test_a_delivery_held_near_the_consumer_timeout_alerts_and_a_queue_that_keeps_acking_does_not(host):
     """promtool's rule test on the written rules: an hour of a stuck queue's and a busy queue's series, in a second."""
     monitor = on(host, MONITOR)
-    rules = {rule["alert"]: rule for rule in yaml.safe_load(monitor.file("/etc/prometheus/rules/bundle.yml").content_string)
-             ["groups"][0]["rules"]}
+    rules = written_rules(host)
     held = rules["DeliveryHeldNearConsumerTimeout"]
     # The broker's default consumer timeout (1800 s): the alert waits 80 % of it.
     assert held["for"] == "1440s"
@@ -120,8 +124,7 @@ def test_every_5xx_the_web_answers_is_counted_and_the_error_rule_reads_it(host):
     assert statuses == [502] * 30, statuses
     assert http(host, "/health/")[0] == 200
     assert wait_for(lambda: answered_502() - before == 30, timeout=60), answered_502() - before
-    rules = {rule["alert"]: rule for rule in yaml.safe_load(on(host, MONITOR).file("/etc/prometheus/rules/bundle.yml")
-                                                             .content_string)["groups"][0]["rules"]}
+    rules = written_rules(host)
     # The rule's ratio, without its threshold, on the live series: the names and labels it reads exist.
     share = query(host, rules["WebErrors"]["expr"].rsplit(">", 1)[0])
     assert share and share[0] > 0, share
