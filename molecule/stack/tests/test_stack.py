@@ -158,10 +158,12 @@ def test_a_new_worker_over_ssh_while_another_is_down_gets_the_live_release(host,
         assert wait_for(lambda: worker2.run("systemctl is-active celery-worker@default").rc == 0, timeout=120)
 
 
-def test_a_run_cut_off_after_the_switch_is_healed_by_the_next_run(host, tmp_path):
+def test_a_run_cut_off_after_the_switch_is_healed_by_the_next_run_and_a_rollback_goes_back_once(host, tmp_path):
     """The first worker, which also runs beat (two tiers on one host): a deploy fails there right after the
     django role switched its release (the log directory cannot be made under /proc), so nothing that play
-    would have restarted restarts; the next plain run must bring both units onto the live release."""
+    would have restarted restarts; the next plain run must bring both units onto the live release. Then a
+    rollback there: the worker play and beat's play both deploy to the host, and it must go back one release,
+    not there and back again."""
     worker = on(host, WORKERS[0])
     # The live code (v2's task, which the web hosts publish) as a new release.
     source = release_with_new_task(tmp_path, "v2", version="v3")
@@ -175,6 +177,12 @@ def test_a_run_cut_off_after_the_switch_is_healed_by_the_next_run(host, tmp_path
         assert running_release(worker, unit) == live_release(worker), f"{unit} still runs the old release"
     job = start_job(host, 50)
     assert wait_finished(host, [job])[job]["done"] == 50
+    # Back to the release before: the one the rest of the system runs.
+    before = Path(live_release(on(host, "stack-web"))).name
+    playbook("playbooks/deploy.yml", "--limit", WORKERS[0], "-e", "django_rollback=true", secrets=SECRETS)
+    assert Path(live_release(worker)).name == before, f"rolled back to {live_release(worker)}, not {before}"
+    for unit in APP_UNITS[WORKERS[0]]:
+        assert running_release(worker, unit) == live_release(worker), f"{unit} does not run the release rolled back to"
 
 
 GREP_SECRETS = " ".join(f"-e '{secret}'" for secret in SECRETS)
