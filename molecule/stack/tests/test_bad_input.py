@@ -73,6 +73,8 @@ CASES = {
         "monitoring.yml", {"monitoring_database_connections_max_ratio": 80}, "monitoring_database_connections_max_ratio a share of PostgreSQL"),
     "scrape interval too long for the counters' rules": (
         "monitoring.yml", {"monitoring_scrape_interval": "2m"}, "monitoring_scrape_interval at most 1m"),
+    "beat's silence window as a word": (
+        "monitoring.yml", {"monitoring_beat_max_silence": "an hour"}, "monitoring_beat_max_silence one duration"),
     "a relative log for mtail": ("monitoring.yml", {"mtail_logs": ["nginx/app.access.log"]}, "mtail_logs must list absolute paths"),
     "web error ratio as a percentage": (
         "monitoring.yml", {"monitoring_web_5xx_max_ratio": 5}, "monitoring_web_5xx_max_ratio a share of the web"),

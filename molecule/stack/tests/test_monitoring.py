@@ -1,7 +1,8 @@
 """What watches the system: Prometheus scrapes every host and the broker's queues, the alert rules built from
-the inventory pass promtool and know this system's queues and pools, and a backlog with the workers stopped
-makes one grouped notification at the receiver, then a resolved one once the workers drain it. (The disk
-alarm's alert is checked with the disk alarm, in test_faults.)"""
+the inventory pass promtool and know this system's queues and pools, a backlog with the workers stopped
+makes one grouped notification at the receiver, then a resolved one once the workers drain it, and a thousand
+failing tasks make one notification, not a thousand. (The disk alarm's alert is checked with the disk alarm,
+in test_faults.)"""
 
 import datetime
 import shlex
@@ -9,8 +10,8 @@ import time
 import urllib.parse
 
 import yaml
-from bundletest.common import http, on, wait_for
-from stack import MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
+from bundletest.common import django, http, on, wait_for
+from stack import BEAT, MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
 
 # Every host of a tier (the spare is none until add-worker.yml makes it a worker).
 SYSTEM_HOSTS = {"stack-broker", "stack-db", "stack-web", *WORKERS, MONITOR}
@@ -36,7 +37,7 @@ def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_syst
     rules = written_rules(host)
     assert {"QueueBacklog", "QueueWithoutConsumer", "FewerConsumersThanPools", "DeadLetters", "BrokerDiskAlarm",
             "StoreVolumeFillingUp", "HostDown", "DatabaseDown", "DatabaseConnectionsNearLimit", "WebErrors",
-            "DeliveryHeldNearConsumerTimeout"} <= set(rules), sorted(rules)
+            "DeliveryHeldNearConsumerTimeout", "TaskFailures", "BeatSilent"} <= set(rules), sorted(rules)
     assert 'queue=~"celery"' in rules["QueueBacklog"]["expr"] and "> 100" in rules["QueueBacklog"]["expr"]
     # Two worker hosts with one pool each on the celery queue: two consumers expected.
     assert 'label_replace(vector(2), "queue", "celery"' in rules["FewerConsumersThanPools"]["expr"]
@@ -45,7 +46,6 @@ def test_the_written_configuration_passes_promtool_and_amtool_and_knows_the_syst
 
 def test_a_delivery_held_near_the_consumer_timeout_alerts_and_a_queue_that_keeps_acking_does_not(host):
     """promtool's rule test on the written rules: an hour of a stuck queue's and a busy queue's series, in a second."""
-    monitor = on(host, MONITOR)
     rules = written_rules(host)
     held = rules["DeliveryHeldNearConsumerTimeout"]
     # The broker's default consumer timeout (1800 s): the alert waits 80 % of it.
@@ -78,9 +78,37 @@ def test_a_delivery_held_near_the_consumer_timeout_alerts_and_a_queue_that_keeps
              "alert_rule_test": [{"eval_time": "50m", "alertname": "DeliveryHeldNearConsumerTimeout", "exp_alerts": []}]},
         ],
     }
-    monitor.check_output(f"printf %s {shlex.quote(yaml.safe_dump(unit_test))} > /tmp/held-delivery-test.yml")
-    run = monitor.run("promtool test rules /tmp/held-delivery-test.yml")
+    promtool_rule_test(host, "held-delivery", unit_test)
+
+
+def promtool_rule_test(host, name, unit_test):
+    """promtool's unit test of the written rules: series given, alerts expected at given times."""
+    monitor = on(host, MONITOR)
+    monitor.check_output(f"printf %s {shlex.quote(yaml.safe_dump(unit_test))} > /tmp/{name}-test.yml")
+    run = monitor.run(f"promtool test rules /tmp/{name}-test.yml")
     assert run.rc == 0, run.stdout + run.stderr
+
+
+def test_a_silent_beat_alerts_after_its_window_and_a_just_installed_or_ticking_one_does_not(host):
+    """promtool's rule test on the written BeatSilent rule, with the scenario's window (2m, the heartbeat every 30 s)."""
+    silent = written_rules(host)["BeatSilent"]
+    assert "[2m]" in silent["expr"] and silent["for"] == "1m", silent
+    series = 'celery_beat_sends_total{instance="stack-worker1:3903",job="mtail"}'
+    alert = {"exp_labels": silent["labels"], "exp_annotations": silent["annotations"]}
+
+    def case(values, *expected):
+        return {"interval": "30s", "input_series": [{"series": series, "values": values}],
+                "alert_rule_test": [{"eval_time": at, "alertname": "BeatSilent", "exp_alerts": [alert] if fires else []}
+                                    for at, fires in expected]}
+
+    promtool_rule_test(host, "beat-silent", {"rule_files": ["/etc/prometheus/rules/bundle.yml"], "evaluation_interval": "15s", "tests": [
+        # A send every 30 s for 10 minutes, then none: still quiet 1 minute later, firing once the window and `for` passed.
+        case("0+1x20 20x20", ("11m", False), ("13m", True)),
+        # A beat that never sends: not while mtail is younger than the window, then firing.
+        case("0x20", ("2m", False), ("4m", True)),
+        # A beat that keeps sending never fires.
+        case("0+1x60", ("29m", False)),
+    ]})
 
 
 def test_every_host_and_the_broker_s_queues_are_scraped(host):
@@ -92,7 +120,13 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
     nodes = {t["labels"]["instance"].split(":")[0] for t in targets() if t["labels"]["job"] == "node"}
     assert nodes == SYSTEM_HOSTS
     by_job = lambda job: {t["labels"]["instance"] for t in targets() if t["labels"]["job"] == job}  # noqa: E731
-    assert by_job("postgres") == {"stack-db:9187"} and by_job("web") == {"stack-web:3903"}
+    assert by_job("postgres") == {"stack-db:9187"}
+    assert by_job("mtail") == {"stack-web:3903", *(f"{name}:3903" for name in WORKERS)}
+    # The workers' and beat's logs are read (adm may read them): the earlier tests' tasks, beat's heartbeats.
+    assert wait_for(lambda: len([v for v in query(host, "celery_tasks_succeeded_total") if v > 0]) == len(WORKERS), timeout=60), \
+        query(host, "celery_tasks_succeeded_total")
+    assert wait_for(lambda: query(host, f'celery_beat_sends_total{{instance="{BEAT}:3903"}}') > [0.0], timeout=60)
+    assert len(query(host, "celery_beat_sends_total")) == 1, "a host that runs no beat counts beat's sends"
     # The exporter reaches the server (its own target is up even when it cannot) and reads its settings.
     assert wait_for(lambda: query(host, "pg_up") == [1.0], timeout=60), query(host, "pg_up")
     assert query(host, "pg_settings_max_connections") == [100.0]
@@ -155,3 +189,25 @@ def test_a_backlog_with_the_workers_stopped_makes_one_grouped_notification_then_
     statuses = lambda: [n["status"] for n in notifications(host, "QueueBacklog", since)]  # noqa: E731
     assert wait_for(lambda: statuses() == ["firing", "resolved"], timeout=240), statuses()
     print(f"backlog of 300 with the workers stopped: notifications {statuses()}")
+
+
+def test_a_thousand_failing_tasks_are_each_counted_and_make_one_notification(host):
+    """Task-error mail floods: here the failures are counted from the workers' logs and the receiver hears once."""
+    def failed():
+        return sum(query(host, 'celery_tasks_total{task="analysis.tasks.noop",outcome="failed"}'))
+
+    since = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    before = failed()
+    # A task called with arguments it does not take fails in the worker (a release mismatch looks the same).
+    sent = django(on(host, WORKERS[0]), "from workbench.celery import app; "
+                  "print(len([app.send_task('analysis.tasks.noop', args=[n]) for n in range(1000)]))")
+    assert sent == 1000
+    assert wait_for(lambda: failed() - before == 1000, timeout=180), f"{failed() - before} failures counted of 1000"
+    assert wait_for(lambda: notifications(host, "TaskFailures", since), timeout=120), \
+        f"no failure notification; alerts: {monitor_api(host, 9093, '/api/v2/alerts')}"
+    # The group interval is 1 minute: a second notification could only come after it.
+    time.sleep(20)
+    sent = notifications(host, "TaskFailures", since)
+    assert [n["status"] for n in sent] == ["firing"] and len(sent[0]["alerts"]) == 1, sent
+    assert sent[0]["alerts"][0]["annotations"]["runbook"]
+    print(f"1000 failing tasks: {failed() - before:.0f} failures counted, {len(sent)} notification")
