@@ -12,7 +12,6 @@ import logging
 import random
 import threading
 
-from celery import group
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -44,14 +43,24 @@ class PublishError(Exception):
 
 
 def _publish(job_id, item_ids, timeout):
-    if item_ids:
-        group(ITEM_TASK.s(item_id) for item_id in item_ids).apply_async(
-            retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 1},
-            # Socket write and publisher-confirm waits, per message.
-            timeout=timeout,
-            confirm_timeout=timeout,
-        )
+    # One message per item over one pooled connection, not a group: a group
+    # subscribes to its results, and with the rpc:// backend each publishing
+    # thread would open a connection and a reply queue named after its thread.
+    # Thread ids are reused, so two threads could share a reply queue, and
+    # when the first one's connection closed the queue went away under the
+    # second (404 NOT_FOUND on Basic.consume: the job not queued).
+    with app.producer_or_acquire() as producer:
+        for item_id in item_ids:
+            ITEM_TASK.apply_async(
+                (item_id,),
+                producer=producer,
+                ignore_result=True,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 1},
+                # Socket write and publisher-confirm waits, per message.
+                timeout=timeout,
+                confirm_timeout=timeout,
+            )
     Job.objects.filter(pk=job_id).update(queued=True)
     log.info("job %s: %s item message(s) sent", job_id, len(item_ids))
     if not item_ids:

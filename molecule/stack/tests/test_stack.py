@@ -22,6 +22,18 @@ def test_a_job_splits_into_small_tasks_that_both_workers_process(host):
     assert set(state["processed_by"]) == set(WORKERS), state["processed_by"]
 
 
+def test_the_web_host_publishes_jobs_without_consuming_from_the_broker(host):
+    """A publisher that subscribes to results keeps a consumer (and a connection) per publishing thread, on a
+    reply queue named after the thread: reused thread ids shared a queue, and one thread's closing connection
+    deleted it under another's publish (a job answered 503, not queued)."""
+    jobs = [start_job(host, 2) for _ in range(6)]
+    assert all(state["done"] == 2 for state in wait_finished(host, jobs).values())
+    web = on(host, "stack-web").interface("eth0").addresses[0]
+    channels = on(host, "stack-broker").check_output("rabbitmqctl --quiet list_channels -p workbench pid name consumer_count")
+    from_web = [line for line in channels.splitlines()[1:] if f"{web}:" in line.split("\t")[1] and line.split("\t")[2] != "0"]
+    assert not from_web, f"the web host consumes from the broker: {from_web}"
+
+
 def test_debug_is_off_on_every_host_that_runs_django(host):
     for name in DJANGO_HOSTS:
         out = on(host, name).check_output(
