@@ -185,7 +185,7 @@ def test_a_backlog_with_the_workers_stopped_makes_one_grouped_notification_then_
             worker.check_output("systemctl start celery-worker@default")
     state = wait_finished(host, [job])[job]
     assert (state["done"], state["failed"]) == (300, 0), state
-    # Resolved at the group's next interval (1 minute in the scenario).
+    # Resolved at the group's next interval (30 s in the scenario).
     statuses = lambda: [n["status"] for n in notifications(host, "QueueBacklog", since)]  # noqa: E731
     assert wait_for(lambda: statuses() == ["firing", "resolved"], timeout=240), statuses()
     print(f"backlog of 300 with the workers stopped: notifications {statuses()}")
@@ -205,7 +205,7 @@ def test_a_thousand_failing_tasks_are_each_counted_and_make_one_notification(hos
     assert wait_for(lambda: failed() - before == 1000, timeout=180), f"{failed() - before} failures counted of 1000"
     assert wait_for(lambda: notifications(host, "TaskFailures", since), timeout=120), \
         f"no failure notification; alerts: {monitor_api(host, 9093, '/api/v2/alerts')}"
-    # The group interval is 1 minute: a second notification could only come after it.
+    # The group interval is 30 s: a second notification could only come after it.
     time.sleep(20)
     sent = notifications(host, "TaskFailures", since)
     assert [n["status"] for n in sent] == ["firing"] and len(sent[0]["alerts"]) == 1, sent
