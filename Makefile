@@ -41,14 +41,18 @@ lint: $(VENV)/.installed ## yamllint, ansible-lint (production profile), role RE
 	python scripts/check-role-docs.py
 	python scripts/check-repeats.py
 
-# The inventories' checks need no container: they run beside the scenarios
-# and their result is printed after the scenarios' summary.
-test: setup lint ## Run every test: lint, then the inventories' checks beside each Molecule scenario
-	@log=$$(mktemp); python -m pytest -q tests >"$$log" 2>&1 & checks=$$!; \
+# Lint and the inventories' checks need no container: they run beside the
+# scenarios (while the first containers are made and converged), and their
+# results are printed after the scenarios' summary; any failure fails the run.
+test: setup ## Run every test: lint and the inventories' checks beside each Molecule scenario
+	@lint=$$(mktemp); checks=$$(mktemp); \
+	$(MAKE) --no-print-directory lint >"$$lint" 2>&1 & lint_pid=$$!; \
+	python -m pytest -q tests >"$$checks" 2>&1 & checks_pid=$$!; \
 	scripts/run-scenarios.sh $(SCENARIO); scenarios=$$?; \
-	wait $$checks; checks=$$?; \
-	echo "=== the inventories' checks (tests/)"; cat "$$log"; rm -f "$$log"; \
-	exit $$(( scenarios || checks ))
+	wait $$lint_pid; lint_rc=$$?; wait $$checks_pid; checks_rc=$$?; \
+	echo "=== lint ($$( ((lint_rc)) && echo FAILED || echo passed))"; cat "$$lint"; \
+	echo "=== the inventories' checks (tests/)"; cat "$$checks"; rm -f "$$lint" "$$checks"; \
+	exit $$(( scenarios || lint_rc || checks_rc ))
 
 bench: setup ## Measure converge time and throughput against their baselines (3 runs, about 11 min each)
 	@python scripts/bench/bench.py
