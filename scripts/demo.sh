@@ -20,6 +20,7 @@ workers (beat on the first), and a monitoring host, each in its own container.
   Web app        http://localhost:$port/health/
   Prometheus     http://localhost:${STACK_PROMETHEUS_PORT:-9090}/alerts
   Alertmanager   http://localhost:${STACK_ALERTMANAGER_PORT:-9093}/
+  Flower         http://localhost:${STACK_FLOWER_PORT:-5556}/  (user ops, fixture-flower-password)
   RabbitMQ       http://localhost:${STACK_RABBITMQ_PORT:-15672}/  (user ops, fixture-ops-password)
   Start a job    curl -X POST 'http://localhost:$port/jobs/?parts=500'
   Follow it      curl http://localhost:$port/jobs/<id>/

@@ -33,7 +33,7 @@ DB_PASSWORD = FIXTURES["all"]["fixture_db_password"]
 MQ_PASSWORD = FIXTURES["all"]["fixture_mq_password"]
 # As written, and as they appear URL-encoded in the connection strings.
 SECRETS = [DB_PASSWORD, MQ_PASSWORD, urllib.parse.quote(DB_PASSWORD, safe=""), urllib.parse.quote(MQ_PASSWORD, safe=""),
-           FIXTURES["all"]["fixture_ops_password"], FIXTURES["all"]["django_secret_key"],
+           FIXTURES["all"]["fixture_ops_password"], FIXTURES["all"]["fixture_flower_password"], FIXTURES["all"]["django_secret_key"],
            FIXTURES["broker"]["rabbitmq_erlang_cookie"]]
 
 

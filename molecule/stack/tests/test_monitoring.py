@@ -1,17 +1,22 @@
 """What watches the system: Prometheus scrapes every host and the broker's queues, the alert rules built from
 the inventory pass promtool and know this system's queues and pools, a backlog with the workers stopped
 makes one grouped notification at the receiver, then a resolved one once the workers drain it, and a thousand
-failing tasks make one notification, not a thousand. (The disk alarm's alert is checked with the disk alarm,
-in test_faults.)"""
+failing tasks make one notification, not a thousand; Flower, behind nginx's password, lists both workers and
+the tasks each ran. (The disk alarm's alert is checked with the disk alarm, in test_faults.)"""
 
+import base64
 import datetime
+import json
 import shlex
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import yaml
-from bundletest.common import django, http, on, wait_for
-from stack import BEAT, MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
+
+from bundletest.common import address, django, http, on, wait_for
+from stack import BEAT, FIXTURES, MONITOR, WORKERS, monitor_api, notifications, start_job, wait_finished
 
 # Every host of a tier (the spare is none until add-worker.yml makes it a worker).
 SYSTEM_HOSTS = {"stack-broker", "stack-db", "stack-web", *WORKERS, MONITOR}
@@ -121,6 +126,7 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
     assert nodes == SYSTEM_HOSTS
     by_job = lambda job: {t["labels"]["instance"] for t in targets() if t["labels"]["job"] == job}  # noqa: E731
     assert by_job("postgres") == {"stack-db:9187"}
+    assert by_job("flower") == {"127.0.0.1:5555"}
     assert by_job("mtail") == {"stack-web:3903", *(f"{name}:3903" for name in WORKERS)}
     # The workers' and beat's logs are read (adm may read them): the earlier tests' tasks, beat's heartbeats.
     assert wait_for(lambda: len([v for v in query(host, "celery_tasks_succeeded_total") if v > 0]) == len(WORKERS), timeout=60), \
@@ -139,6 +145,39 @@ def test_every_host_and_the_broker_s_queues_are_scraped(host):
     assert wait_for(lambda: consumers() == [2.0], timeout=90), \
         f"Prometheus sees {consumers()} consumers of celery; the broker lists: " + \
         on(host, "stack-broker").check_output("rabbitmqctl --quiet list_consumers -p workbench")
+
+
+def flower(host, path, password=None):
+    """(status, body) of a request to Flower's port behind nginx on the monitoring host, from the controller."""
+    request = urllib.request.Request(f"http://{address(on(host, MONITOR))}:5556{path}")
+    if password is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"ops:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_flower_lists_both_workers_and_the_tasks_each_ran_and_refuses_a_request_without_the_password(host):
+    password = FIXTURES["all"]["fixture_flower_password"]
+    assert flower(host, "/")[0] == 401
+    assert flower(host, "/api/workers", password="not-the-password")[0] == 401
+    status, body = flower(host, "/", password=password)
+    assert status == 200 and "Flower" in body
+    # The pools answer Flower's broadcast (the inspect it sends on refresh).
+    def workers():
+        return json.loads(flower(host, "/api/workers?refresh=1", password=password)[1])
+
+    assert wait_for(lambda: {name.split("@")[1] for name in workers()} >= set(WORKERS), timeout=60), sorted(workers())
+    # Task events: the parts of a job, each listed with the worker that ran it, both workers among them.
+    wait_finished(host, [start_job(host, 40)])
+
+    def ran_by():
+        tasks = json.loads(flower(host, "/api/tasks?limit=1000&state=SUCCESS", password=password)[1])
+        return {task["worker"].split("@")[1] for task in tasks.values() if task.get("worker")}
+
+    assert wait_for(lambda: ran_by() >= set(WORKERS), timeout=60), ran_by()
 
 
 def test_every_5xx_the_web_answers_is_counted_and_the_error_rule_reads_it(host):
