@@ -111,12 +111,39 @@ def throughput(run_index):
     consumer = app_python("bench-worker1", "raw-consume", "bench.raw", PREFETCH, background=True)
     raw_drain = finish(watcher, "watching the raw queue drain")
     finish(consumer, "the raw consumer")
+    # The fair baseline: a plain consumer that does what a worker must for a no-op task (decode, log, late ack).
+    app_python("bench-web", "raw-publish", n, "bench.fair", log_name=f"r{run_index}-fair-publish")
+    watcher = app_python("bench-web", "watch-drain", "bench.fair", n, background=True)
+    consumer = app_python("bench-worker1", "fair-consume", "bench.fair", PREFETCH, background=True)
+    fair_drain = finish(watcher, "watching the fair queue drain")
+    finish(consumer, "the fair consumer")
+    celery_events_drain, events = events_drain(run_index, n)
     rate = lambda m: m["messages"] / m["seconds"]  # noqa: E731
     drain = lambda m: m["messages"] / (m["empty"] - m["first"])  # noqa: E731
     return {
         "publish_celery": rate(celery_publish), "publish_raw": rate(raw_publish),
-        "drain_celery": drain(celery_drain), "drain_raw": drain(raw_drain),
+        "drain_celery": drain(celery_drain), "drain_raw": drain(raw_drain), "drain_fair": drain(fair_drain),
+        "drain_celery_events": drain(celery_events_drain), "events_per_task": events / n,
     }
+
+
+def events_drain(run_index, n):
+    """The deployed worker's drain with task events on (what Flower needs) and a reader of them bound, as
+    Flower's is: the worker stops consuming, N tasks are queued, events are switched on, consuming resumes."""
+    control = lambda *args: app_python("bench-web", "celery-control", *args,  # noqa: E731
+                                       log_name=f"r{run_index}-control-{args[0]}")
+    control("cancel_consumer", "celery")
+    app_python("bench-web", "celery-publish", n, log_name=f"r{run_index}-celery-publish-events")
+    control("enable_events")
+    reader = app_python("bench-web", "events-consume", 60, background=True)
+    time.sleep(1)  # the reader's queue bound before the first task runs
+    watcher = app_python("bench-web", "watch-drain", "celery", n + 1, background=True)
+    control("add_consumer", "celery")
+    try:
+        drained = finish(watcher, "watching the celery queue drain with task events")
+    finally:
+        control("disable_events")
+    return drained, finish(reader, "the events reader")["events"]
 
 
 # --- memory: DEBUG and max-tasks-per-child --------------------------------

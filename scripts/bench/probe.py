@@ -4,12 +4,16 @@ JSON object. Measures only; every figure's meaning is in docs/BENCHMARKS.md.
 
   probe.py celery-publish N          N no-op tasks through the app's Celery configuration
   probe.py raw-publish N QUEUE       N persistent messages with publisher confirms, no Celery
-  probe.py raw-consume QUEUE PREFETCH  consume and ack until the queue stays empty
+  probe.py raw-consume QUEUE PREFETCH  consume and ack until the queue stays empty (the ceiling)
+  probe.py fair-consume QUEUE PREFETCH  the same with a worker's duties: decode, log a line, then ack (late)
+  probe.py events-consume SECONDS    read the workers' events as Flower does, for SECONDS; how many
+  probe.py celery-control ACTION [QUEUE]  enable_events, disable_events, add_consumer or cancel_consumer
   probe.py watch-drain QUEUE N       when a queue of N messages started to drain and was empty
   probe.py memory DEBUG MTPC WARMUP TASKS BATCH QUERIES  a worker's resident memory over TASKS tasks
 """
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -54,9 +58,11 @@ def raw_publish(n, queue):
     channel = connection.channel()
     declare(channel, queue)
     started = time.monotonic()
-    for _ in range(n):
-        # Like Celery's producer: persistent, and wait for the broker's confirm.
-        channel.basic_publish(amqp.Message(RAW_BODY, delivery_mode=2, content_type="application/json"),
+    for number in range(n):
+        # Like Celery's producer: persistent, protocol 2's headers, and wait for the broker's confirm.
+        headers = {"lang": "py", "task": "analysis.tasks.noop", "id": f"bench-{number}", "retries": 0}
+        channel.basic_publish(amqp.Message(RAW_BODY, delivery_mode=2, content_type="application/json",
+                                           content_encoding="utf-8", application_headers=headers),
                               exchange="", routing_key=queue)
     seconds = time.monotonic() - started
     connection.close()
@@ -86,6 +92,73 @@ def raw_consume(queue, prefetch, idle_seconds=3.0):
                 break
     connection.close()
     return seen
+
+
+def fair_consume(queue, prefetch, idle_seconds=3.0):
+    """What a worker does for a no-op task, without Celery: decode the message, log a line like Celery's,
+    acknowledge only after (late ack, so a crash redelivers), with the same prefetch."""
+    logging.basicConfig(filename=f"/tmp/bench-fair-{os.getpid()}.log", level=logging.INFO,
+                        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    log = logging.getLogger("bench.fair")
+    connection = broker_connection()
+    channel = connection.channel()
+    declare(channel, queue)
+    channel.basic_qos(0, prefetch, False)
+    seen = {"count": 0, "first": None, "last": None}
+
+    def on_message(message):
+        started = time.monotonic()
+        args, kwargs, embed = json.loads(message.body)
+        headers = message.headers
+        log.info("Task %s[%s] succeeded in %.6fs: None", headers["task"], headers["id"], time.monotonic() - started)
+        channel.basic_ack(message.delivery_tag)
+        now = time.time()
+        seen["first"] = seen["first"] or now
+        seen["last"] = now
+        seen["count"] += 1
+
+    channel.basic_consume(queue, callback=on_message)
+    while True:
+        try:
+            connection.drain_events(timeout=idle_seconds)
+        except TimeoutError:
+            if seen["count"]:
+                break
+    connection.close()
+    os.unlink(f"/tmp/bench-fair-{os.getpid()}.log")
+    return seen
+
+
+def events_consume(seconds):
+    """Flower's receiver: an auto-deleted queue bound to every event, read without acknowledgements."""
+    connection = broker_connection()
+    channel = connection.channel()
+    channel.exchange_declare("celeryev", "topic", durable=True, auto_delete=False)  # as Celery declares it
+    queue, _, _ = channel.queue_declare(f"bench.events.{os.getpid()}", exclusive=True, auto_delete=True)
+    channel.queue_bind(queue, "celeryev", "#")
+    seen = {"events": 0}
+    channel.basic_consume(queue, callback=lambda message: seen.update(events=seen["events"] + 1), no_ack=True)
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            connection.drain_events(timeout=1)
+        except TimeoutError:
+            pass
+    connection.close()
+    return seen
+
+
+def celery_control(action, queue=None):
+    import django
+
+    django.setup()
+    from celery import current_app
+
+    control = current_app.control
+    replies = getattr(control, action)(*([queue] if queue else []), reply=True, timeout=5)
+    if not replies:
+        raise SystemExit(f"no worker answered {action}")
+    return {"action": action, "workers": len(replies)}
 
 
 def watch_drain(queue, n, timeout=600):
@@ -181,6 +254,9 @@ COMMANDS = {
     "celery-publish": lambda n: celery_publish(int(n)),
     "raw-publish": lambda n, queue: raw_publish(int(n), queue),
     "raw-consume": lambda queue, prefetch: raw_consume(queue, int(prefetch)),
+    "fair-consume": lambda queue, prefetch: fair_consume(queue, int(prefetch)),
+    "events-consume": events_consume,
+    "celery-control": celery_control,
     "watch-drain": lambda queue, n: watch_drain(queue, int(n)),
     "memory": lambda debug, mtpc, warmup, tasks, batch, queries: memory(
         debug, mtpc, int(warmup), int(tasks), int(batch), int(queries)),

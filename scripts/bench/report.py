@@ -49,6 +49,10 @@ def summarize(runs):
         s[f"{side}_raw_per_s"] = spread(per_run(lambda r: r["throughput"][f"{side}_raw"]))
         s[f"{side}_celery_per_s"] = spread(per_run(lambda r: r["throughput"][f"{side}_celery"]))
         s[f"{side}_ratio"] = spread(per_run(lambda r: r["throughput"][f"{side}_celery"] / r["throughput"][f"{side}_raw"]))
+    s["drain_fair_per_s"] = spread(per_run(lambda r: r["throughput"]["drain_fair"]))
+    s["drain_fair_ratio"] = spread(per_run(lambda r: r["throughput"]["drain_celery"] / r["throughput"]["drain_fair"]))
+    s["drain_celery_events_per_s"] = spread(per_run(lambda r: r["throughput"]["drain_celery_events"]))
+    s["events_cost"] = spread(per_run(lambda r: 1 - r["throughput"]["drain_celery_events"] / r["throughput"]["drain_celery"]))
     for position in range(len(SPARES)):
         s[f"add_worker_{position + 2}_s"] = spread(per_run(lambda r: r["scale_out"][position]))
     s["add_worker_ratio_4th_2nd"] = spread(per_run(lambda r: r["scale_out"][-1] / r["scale_out"][0]))
@@ -76,7 +80,11 @@ ROWS = [
     ("Publish Celery / raw", "publish_ratio", "×", "≥ 0.8", "per run"),
     ("Drain, raw AMQP", "drain_raw_per_s", "msg/s", "", f"one consumer, prefetch {PREFETCH}, ack each, on the worker node"),
     ("Drain, Celery", "drain_celery_per_s", "tasks/s", "", "the deployed worker (concurrency 2, prefetch 1 per process)"),
-    ("Drain Celery / raw", "drain_ratio", "×", "≥ 0.4", "per run"),
+    ("Drain Celery / raw", "drain_ratio", "×", "", "per run: against the ceiling"),
+    ("Drain, fair baseline", "drain_fair_per_s", "msg/s", "", f"a plain consumer, prefetch {PREFETCH}: decodes each task message, logs a line, then acks"),
+    ("Drain Celery / fair baseline", "drain_fair_ratio", "×", "≥ 0.4", "per run"),
+    ("Drain, Celery with task events", "drain_celery_events_per_s", "tasks/s", "", "the same worker with events on (Flower's), a reader of them bound"),
+    ("Task events' cost", "events_cost", "share of drain", "", "1 − with events / without, per run"),
     ("add-worker: 2nd node", "add_worker_2_s", "s", "", "add-worker.yml, a fresh host"),
     ("add-worker: 3rd node", "add_worker_3_s", "s", "", ""),
     ("add-worker: 4th node", "add_worker_4_s", "s", "", ""),
