@@ -66,7 +66,7 @@ def start_sleep(host, name, seconds):
 
 
 def test_stopping_a_worker_lets_its_running_task_finish(host):
-    token, worker = start_sleep(host, "warm-stop", 8)
+    token, worker = start_sleep(host, "warm-stop", 12)
     started = time.monotonic()
     worker.check_output("systemctl stop celery-worker@slow")
     try:
@@ -77,7 +77,8 @@ def test_stopping_a_worker_lets_its_running_task_finish(host):
 
 
 def test_a_task_of_a_killed_worker_is_redelivered_and_completes(host):
-    token, worker = start_sleep(host, "killed", 6)
+    # Long enough that it still runs when the kill lands on a loaded machine (6 s was not, once).
+    token, worker = start_sleep(host, "killed", 20)
     worker.check_output("systemctl kill --signal=SIGKILL celery-worker@slow")
     assert not sleep_run(host, token)["finished"]
     # systemd restarts the unit; the unacknowledged message goes to a live worker.
