@@ -29,6 +29,6 @@ def test_every_input_check_passes_on_the_shipped_inventory(environment, tmp_path
     hosts = subprocess.run(["ansible-inventory", "-i", f"inventories/{environment}", "--list", "--vault-password-file",
                             str(password_file)], cwd=PROJECT, capture_output=True, text=True, check=True).stdout
     for role in ["rabbitmq", "postgresql", "django", "gunicorn", "nginx", "celery_worker", "celery_beat", "node_exporter",
-                 "alertmanager", "prometheus"]:
+                 "alertmanager", "prometheus", "flower"]:
         assert f"{role} : Remember that the inputs of {role} were checked on this host" in output, role
     assert "failed=0" in output and "ok=" in output and hosts

@@ -39,8 +39,8 @@ def test_a_scaffolded_environment_passes_every_input_check(tmp_path):
     assert {tier: sorted(group["hosts"]) for tier, group in inventory["all"]["children"].items()} == \
         {tier: sorted(hosts) for tier, hosts in HOSTS.items()}
     secrets = vault(environment / "group_vars/all/vault.yml", password_file)
-    assert sorted(secrets) == ["vault_django_secret_key", "vault_postgresql_app_password", "vault_rabbitmq_app_password",
-                               "vault_rabbitmq_erlang_cookie", "vault_rabbitmq_ops_password"]
+    assert sorted(secrets) == ["vault_django_secret_key", "vault_flower_web_password", "vault_postgresql_app_password",
+                               "vault_rabbitmq_app_password", "vault_rabbitmq_erlang_cookie", "vault_rabbitmq_ops_password"]
     for secret in secrets.values():
         assert secret not in run.stdout, "a generated secret shows in the playbook's output"
     assert (environment / "group_vars/all/vault.yml").read_text().startswith("$ANSIBLE_VAULT;1.2;AES256;qa")
@@ -48,7 +48,7 @@ def test_a_scaffolded_environment_passes_every_input_check(tmp_path):
                      str(password_file), "--skip-tags", "host_checks", "-e", "ansible_connection=local",
                      "-e", "ansible_become=false")
     for role in ["rabbitmq", "postgresql", "django", "gunicorn", "nginx", "celery_worker", "celery_beat", "node_exporter",
-                 "alertmanager", "prometheus"]:
+                 "alertmanager", "prometheus", "flower"]:
         assert f"{role} : Remember that the inputs of {role} were checked on this host" in checks.stdout, role
 
 
