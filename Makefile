@@ -15,7 +15,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DEBIAN12_IMAGE DEBIAN13_IMAGE
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup engine images lint test bench demo demo-down clean
+.PHONY: help setup engine images lint test bench soak demo demo-down clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test: setup ## Run every test: lint and the inventories' checks beside each Mole
 
 bench: setup ## Measure converge time and throughput against their baselines (3 runs, about 11 min each)
 	@python scripts/bench/bench.py
+
+soak: setup ## A million small tasks through the demo stack (started if down): throughput, memory, disk, logs, none lost
+	@python scripts/soak/soak.py
 
 demo: setup ## Bring the system up in containers and print how to use it
 	@scripts/demo.sh up
