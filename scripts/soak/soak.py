@@ -59,7 +59,7 @@ def broker_rss_kb():
 
 
 def store_used_mb():
-    return int(sh(BROKER, "df -B1M --output=used /var/lib/rabbitmq | tail -1").strip())
+    return int(sh(BROKER, "df -B1M --output=used /var/lib/rabbitmq/mnesia | tail -1").strip())
 
 
 def log_sizes_mb():
