@@ -69,7 +69,8 @@ def raw_publish(n, queue):
     return {"messages": n, "seconds": seconds}
 
 
-def raw_consume(queue, prefetch, idle_seconds=3.0):
+def consume(queue, prefetch, handle=None, idle_seconds=3.0):
+    """Consume and ack until the queue stays empty; handle(message) runs before each ack when given."""
     connection = broker_connection()
     channel = connection.channel()
     declare(channel, queue)
@@ -77,6 +78,8 @@ def raw_consume(queue, prefetch, idle_seconds=3.0):
     seen = {"count": 0, "first": None, "last": None}
 
     def on_message(message):
+        if handle:
+            handle(message)
         channel.basic_ack(message.delivery_tag)
         now = time.time()
         seen["first"] = seen["first"] or now
@@ -94,38 +97,26 @@ def raw_consume(queue, prefetch, idle_seconds=3.0):
     return seen
 
 
-def fair_consume(queue, prefetch, idle_seconds=3.0):
+def raw_consume(queue, prefetch):
+    return consume(queue, prefetch)
+
+
+def fair_consume(queue, prefetch):
     """What a worker does for a no-op task, without Celery: decode the message, log a line like Celery's,
     acknowledge only after (late ack, so a crash redelivers), with the same prefetch."""
-    logging.basicConfig(filename=f"/tmp/bench-fair-{os.getpid()}.log", level=logging.INFO,
+    log_file = f"/tmp/bench-fair-{os.getpid()}.log"
+    logging.basicConfig(filename=log_file, level=logging.INFO,
                         format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
     log = logging.getLogger("bench.fair")
-    connection = broker_connection()
-    channel = connection.channel()
-    declare(channel, queue)
-    channel.basic_qos(0, prefetch, False)
-    seen = {"count": 0, "first": None, "last": None}
 
-    def on_message(message):
+    def handle(message):
         started = time.monotonic()
         args, kwargs, embed = json.loads(message.body)
         headers = message.headers
         log.info("Task %s[%s] succeeded in %.6fs: None", headers["task"], headers["id"], time.monotonic() - started)
-        channel.basic_ack(message.delivery_tag)
-        now = time.time()
-        seen["first"] = seen["first"] or now
-        seen["last"] = now
-        seen["count"] += 1
 
-    channel.basic_consume(queue, callback=on_message)
-    while True:
-        try:
-            connection.drain_events(timeout=idle_seconds)
-        except TimeoutError:
-            if seen["count"]:
-                break
-    connection.close()
-    os.unlink(f"/tmp/bench-fair-{os.getpid()}.log")
+    seen = consume(queue, prefetch, handle)
+    os.unlink(log_file)
     return seen
 
 
